@@ -1,0 +1,39 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Each creates .venv when missing and (re)installs only when pyproject.toml changed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: demo test lint broker clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Runtime only: what `pba run` and the demo need.
+$(VENV)/.installed-run: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e .
+	touch $@
+
+# Everything the test suite needs: runtime, training (torch CPU) and dev tools.
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[train,dev]'
+	touch $@ $(VENV)/.installed-run
+
+demo: $(VENV)/.installed-run
+	$(PY) -m consumer.demo
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check .
+	$(PY) -m mypy schemas predictor consumer training
+
+broker: $(VENV)/.installed-run
+	$(VENV)/bin/pba broker
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

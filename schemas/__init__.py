@@ -1,0 +1,31 @@
+"""Message contracts: JSON Schema files and the codecs that enforce them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas.event import MAX_EVENT_BYTES, REASONS, EventError, MetricEvent, decode_event
+from schemas.prediction import (
+    Allocation,
+    Prediction,
+    decode_prediction,
+    encode_prediction,
+)
+
+SCHEMA_DIR = Path(__file__).parent
+EVENT_SCHEMA_PATH = SCHEMA_DIR / "metric-event.schema.json"
+PREDICTION_SCHEMA_PATH = SCHEMA_DIR / "prediction.schema.json"
+
+__all__ = [
+    "EVENT_SCHEMA_PATH",
+    "MAX_EVENT_BYTES",
+    "PREDICTION_SCHEMA_PATH",
+    "REASONS",
+    "Allocation",
+    "EventError",
+    "MetricEvent",
+    "Prediction",
+    "decode_event",
+    "decode_prediction",
+    "encode_prediction",
+]

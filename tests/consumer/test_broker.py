@@ -1,0 +1,86 @@
+"""The embedded broker module: verification, start-up, and no orphan processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from consumer.broker import (
+    BrokerError,
+    EmbeddedBroker,
+    answers_metadata,
+    bundled_binary,
+    free_port,
+    verify_binary,
+)
+
+
+def test_binary_with_another_hash_is_refused(tmp_path: Path) -> None:
+    forged = tmp_path / "tansu"
+    forged.write_bytes(b"#!/bin/sh\necho pwned\n")
+    forged.chmod(0o755)
+    with pytest.raises(BrokerError, match="sha256 .* does not match"):
+        EmbeddedBroker(binary=forged).start()
+
+
+def test_shipped_binary_matches_the_pinned_hash() -> None:
+    verify_binary(bundled_binary())
+
+
+def test_start_answers_metadata_and_stop_frees_the_port() -> None:
+    with EmbeddedBroker() as broker:
+        host, port = broker.bootstrap.split(":")
+        assert answers_metadata(host, int(port))
+    assert not answers_metadata(host, int(port))
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    with EmbeddedBroker() as broker:
+        with pytest.raises(BrokerError, match="already in use"):
+            EmbeddedBroker(port=broker.port).start()
+
+
+def test_a_port_that_is_not_kafka_does_not_answer_metadata() -> None:
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert not answers_metadata("127.0.0.1", server.getsockname()[1], timeout=0.3)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); it has exited for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_broker_dies_with_a_sigkilled_parent() -> None:
+    port = free_port()
+    script = (
+        "import time; from consumer.broker import EmbeddedBroker;"
+        f"b = EmbeddedBroker(port={port}).start(); print(b.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    broker_pid = int(parent.stdout.readline())
+    assert _pid_alive(broker_pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while _pid_alive(broker_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pid_alive(broker_pid), "orphan broker left behind"

@@ -1,0 +1,57 @@
+"""Encoded predictions are valid against prediction.schema.json and round-trip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jsonschema
+import orjson
+import pytest
+
+from schemas import Allocation, Prediction, decode_prediction, encode_prediction
+
+PREDICTION = Prediction(
+    prediction_id="0123456789abcdef0123456789abcdef",
+    link_id="lte-17",
+    ts=1764450000.0,
+    horizon_s=1.0,
+    valid_until=1764450001.0,
+    predicted_bandwidth_mbps=3.2,
+    reserve_mbps=2.1,
+    confidence=0.64,
+    mode="internet",
+    model_version="internet-test",
+    source="model",
+    inference_ms=1.25,
+    shadow=False,
+    allocation=Allocation(
+        streams=2,
+        buffer_bytes=16384,
+        chunk_bytes=8192,
+        pacing_bytes_per_s=380000.0,
+        window_bytes=32768,
+        action="hold",
+    ),
+)
+
+
+def test_encoded_prediction_is_schema_valid_and_round_trips(
+    prediction_validator: jsonschema.Draft202012Validator,
+) -> None:
+    data = encode_prediction(PREDICTION)
+    decoded = decode_prediction(data)
+    prediction_validator.validate(decoded)
+    assert decoded == orjson.loads(orjson.dumps(dataclasses.asdict(PREDICTION)))
+
+
+def test_schema_rejects_an_unknown_action(
+    prediction_validator: jsonschema.Draft202012Validator,
+) -> None:
+    bad = decode_prediction(encode_prediction(PREDICTION))
+    bad["allocation"]["action"] = "maybe"
+    assert not prediction_validator.is_valid(bad)
+
+
+def test_decode_prediction_refuses_other_messages() -> None:
+    with pytest.raises(ValueError, match="not a prediction"):
+        decode_prediction(b'{"link_id": "x"}')

@@ -1,0 +1,1 @@
+"""Training side: data, model definition, training, export, evaluation."""
