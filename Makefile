@@ -25,7 +25,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 demo: $(VENV)/.installed-run
 	$(PY) -m consumer.demo
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev lint
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed-dev

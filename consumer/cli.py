@@ -6,6 +6,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from predictor.pipeline import MODES
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -30,6 +33,23 @@ def _cmd_broker(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from predictor.manifest import ManifestError
+    from predictor.runtime import ModelError
+    from training.backtest import run_backtest
+    from training.traces import TraceError
+
+    try:
+        run_backtest(
+            args.traces, args.out, mode=args.mode, models_dir=args.models,
+            allow_fallback=args.allow_fallback, quiet=args.quiet,
+        )
+    except (ManifestError, ModelError, TraceError, OSError) as exc:
+        print(f"pba backtest: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pba",
@@ -47,6 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--port", type=_port, default=None, help="port (default: a free one)")
     broker.add_argument("--host", default="127.0.0.1", help="address to listen on")
     broker.set_defaults(handler=_cmd_broker)
+
+    backtest = sub.add_parser(
+        "backtest",
+        help="replay traces through the predictor and write predictions vs actuals",
+        description="Replay each trace CSV (t_s,bandwidth_mbps,latency_ms,packet_loss,jitter_ms) "
+        "sample by sample as one link through the service's window and predictor code, "
+        "batched across traces. After sample i it writes the prediction for sample i+1, made "
+        "from samples 0..i only. Columns: trace,t_s,actual_mbps,predicted_mbps,confidence,"
+        "mode (mode is 'fallback' where the heuristic served, e.g. while a window fills).",
+    )
+    backtest.add_argument("traces", nargs="+", metavar="TRACE.csv", help="trace files")
+    backtest.add_argument("--out", required=True, type=Path, metavar="OUT.csv", help="output CSV")
+    backtest.add_argument("--mode", default="auto", choices=MODES, help="prediction mode (default auto)")
+    backtest.add_argument("--models", type=Path, default=None, metavar="DIR",
+                          help="models directory with manifest.json (default: the shipped models)")
+    backtest.add_argument("--allow-fallback", action="store_true",
+                          help="serve the heuristic where a model cannot load instead of failing")
+    backtest.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    backtest.set_defaults(handler=_cmd_backtest)
     return parser
 
 

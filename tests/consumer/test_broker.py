@@ -41,9 +41,8 @@ def test_start_answers_metadata_and_stop_frees_the_port() -> None:
 
 
 def test_a_port_in_use_is_a_clear_error() -> None:
-    with EmbeddedBroker() as broker:
-        with pytest.raises(BrokerError, match="already in use"):
-            EmbeddedBroker(port=broker.port).start()
+    with EmbeddedBroker() as broker, pytest.raises(BrokerError, match="already in use"):
+        EmbeddedBroker(port=broker.port).start()
 
 
 def test_a_port_that_is_not_kafka_does_not_answer_metadata() -> None:

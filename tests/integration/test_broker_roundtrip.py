@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from consumer.broker import EmbeddedBroker, answers_metadata
+from consumer.broker import answers_metadata
 
 pytestmark = pytest.mark.integration
 

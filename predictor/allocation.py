@@ -1,0 +1,97 @@
+"""From a prediction to transport parameters a sender can apply.
+
+The original system's formulas and confidence gates, vectorised over a batch. A worked
+example (docs/ALLOCATION.md has the derivation): 500 Mbit/s predicted at 80 ms RTT,
+2 ms jitter, 0.5 % loss, confidence 0.9:
+
+    streams = int(500 / 10 * 1.0 [20..100 ms] * 1.0 [loss <= 1 %]) = 50
+    buffer  = 500e6/8 * 0.080 + 500e6/8 * 0.002 = 5,125,000 -> clamped to 1 MiB = 1,048,576
+    chunk   = 1,048,576 / 50 = 20,971 (loss <= 2 %, within 8..128 KiB)
+    pacing  = 500e6 * 0.95 / 8 = 59,375,000 bytes/s
+    window  = 1,048,576 * 50 = 52,428,800 bytes
+    action  = apply (confidence >= 0.8)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+MIN_STREAMS, MAX_STREAMS = 2, 256
+MIN_BUFFER, MAX_BUFFER = 16 * 1024, 1024 * 1024
+MIN_CHUNK, MAX_CHUNK = 8 * 1024, 128 * 1024
+PACING_HEADROOM = 0.95
+SKIP_BELOW = 0.6  # confidence gates of the original optimiser
+APPLY_AT = 0.8
+RESIZE_AT = 0.7  # stream count changes only at this confidence ...
+RESIZE_CHANGE = 0.20  # ... and when it changes by more than this fraction
+
+APPLY, HOLD, SKIP = 0, 1, 2
+ACTION_NAMES = ("apply", "hold", "skip")
+
+#: RTT assumed when a link reports none, indexed by mode code: typical of the mode
+#: (datacenter 1 ms, internet 50 ms, hybrid 10 ms).
+DEFAULT_RTT_MS = np.array([1.0, 50.0, 10.0])
+
+FloatArray = npt.NDArray[np.floating]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Allocations:
+    """Allocation fields for a batch, one entry per prediction."""
+
+    streams: IntArray
+    buffer_bytes: IntArray
+    chunk_bytes: IntArray
+    pacing_bytes_per_s: FloatArray
+    window_bytes: IntArray
+    action: npt.NDArray[np.int8]
+
+
+def allocate(
+    bandwidth_mbps: FloatArray,
+    confidence: FloatArray,
+    latency_ms: FloatArray,
+    loss: FloatArray,
+    jitter_ms: FloatArray,
+    previous_streams: IntArray | None = None,
+) -> Allocations:
+    """Transport parameters for each prediction.
+
+    latency/loss/jitter: the link's latest measurements, NaN = not measured (latency then
+    takes the caller's default, loss and jitter count as 0). previous_streams: the
+    stream count last sent per link (0 = none); it is kept unless the prediction is
+    confident (>= 0.7) and the new count differs by more than 20 %.
+    """
+    bw = np.maximum(np.asarray(bandwidth_mbps, dtype=np.float64), 0.0)
+    rtt = np.asarray(latency_ms, dtype=np.float64)
+    loss = np.nan_to_num(np.asarray(loss, dtype=np.float64), nan=0.0)
+    jitter = np.nan_to_num(np.asarray(jitter_ms, dtype=np.float64), nan=0.0)
+
+    factor = np.where(rtt > 100, 0.7, np.where(rtt < 20, 1.3, 1.0))
+    factor = factor * np.where(loss > 0.01, 0.75, 1.0)
+    streams = np.clip(np.floor(np.floor(bw / 10) * factor), MIN_STREAMS, MAX_STREAMS).astype(np.int64)
+    if previous_streams is not None:
+        prev = np.asarray(previous_streams, dtype=np.int64)
+        change = np.abs(streams - prev) / np.maximum(prev, 1)
+        resize = (prev == 0) | ((confidence >= RESIZE_AT) & (change > RESIZE_CHANGE))
+        streams = np.where(resize, streams, prev)
+
+    bytes_per_ms = bw * 1e6 / 8 / 1000
+    buffer = np.clip(bytes_per_ms * (rtt + jitter), MIN_BUFFER, MAX_BUFFER).astype(np.int64)
+    chunk = buffer / streams
+    chunk = np.where(loss > 0.02, chunk / 2, chunk)
+    chunk = np.clip(chunk, MIN_CHUNK, MAX_CHUNK).astype(np.int64)
+    pacing = bw * 1e6 * PACING_HEADROOM / 8
+    action = np.where(confidence < SKIP_BELOW, SKIP, np.where(confidence >= APPLY_AT, APPLY, HOLD))
+    return Allocations(
+        streams=streams,
+        buffer_bytes=buffer,
+        chunk_bytes=chunk,
+        pacing_bytes_per_s=pacing,
+        window_bytes=buffer * streams,
+        action=action.astype(np.int8),
+    )

@@ -1,0 +1,197 @@
+"""Batched prediction: raw windows of many links in, predictions for all of them out.
+
+One ONNX call per model per batch. Rows the models cannot serve (window not yet full,
+model unavailable, latency budget about to be exceeded) get the fallback heuristic,
+marked as such; a hybrid row combines both models by their confidence.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from predictor.baselines import mean_last
+from predictor.confidence import Calibration, coefficient_of_variation
+from predictor.features import BANDWIDTH, build_features, from_log_ratio
+from predictor.modes import DATACENTER, HYBRID, INTERNET, MODE_NAMES, WINDOW_STEPS
+from predictor.runtime import ModelSet, OnnxModel
+
+MODEL, FALLBACK = 0, 1
+SOURCE_NAMES = ("model", "fallback")
+FALLBACK_VERSION = "heuristic-fallback"
+FALLBACK_SAMPLES = 5
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass
+class BatchResult:
+    """Predictions for a batch of windows; entry i belongs to input row i."""
+
+    predicted_mbps: FloatArray
+    reserve_mbps: FloatArray
+    confidence: FloatArray
+    mode: npt.NDArray[np.int8]
+    source: npt.NDArray[np.int8]
+    version: list[str]
+    inference_s: float  # wall time spent in model calls for this batch
+
+    def __len__(self) -> int:
+        return len(self.predicted_mbps)
+
+
+@dataclass
+class _ModelOutput:
+    rows: npt.NDArray[np.intp]
+    predicted: FloatArray
+    reserve: FloatArray
+    confidence: FloatArray
+
+
+class Engine:
+    """Turns raw windows into predictions with the loaded models and the fallback."""
+
+    def __init__(self, models: ModelSet) -> None:
+        self.models = models
+        self._cost_per_row: dict[str, float] = {}  # EWMA of seconds per row, per model
+        fallback = models.manifest.fallback_calibration if models.manifest else None
+        self.fallback_calibration: Calibration | None = fallback
+
+    def predict(
+        self,
+        raw: np.ndarray,
+        counts: npt.NDArray[np.int64],
+        modes: npt.NDArray[np.int8],
+        deadline: float | None = None,
+    ) -> BatchResult:
+        """raw: (n, T, 6) windows oldest first; counts: samples seen; modes: per-row mode.
+
+        deadline: time.perf_counter() value by which the batch must be done; a model
+        whose expected run time would pass it is skipped in favour of the fallback.
+        """
+        n = raw.shape[0]
+        bandwidth = raw[:, :, BANDWIDTH]
+        predicted, reserve, confidence = self._fallback(bandwidth, counts, modes)
+        source = np.full(n, FALLBACK, dtype=np.int8)
+        outputs: dict[int, _ModelOutput] = {}
+        spent = 0.0
+        for mode, name in ((DATACENTER, "datacenter"), (INTERNET, "internet")):
+            model = self.models.models.get(name)
+            steps = WINDOW_STEPS[mode]
+            if model is None or raw.shape[1] < steps:
+                continue
+            rows = np.flatnonzero(((modes == mode) | (modes == HYBRID)) & (counts >= steps))
+            if rows.size == 0 or not self._in_time(name, rows.size, deadline):
+                continue
+            started = time.perf_counter()
+            outputs[mode] = self._run(model, raw[rows], rows, steps)
+            elapsed = time.perf_counter() - started
+            spent += elapsed
+            self._learn_cost(name, elapsed / rows.size)
+
+        for out in outputs.values():
+            predicted[out.rows] = out.predicted
+            reserve[out.rows] = out.reserve
+            confidence[out.rows] = out.confidence
+            source[out.rows] = MODEL
+        if DATACENTER in outputs and INTERNET in outputs:
+            self._combine_hybrid(modes, outputs[DATACENTER], outputs[INTERNET],
+                                 predicted, reserve, confidence)
+        return BatchResult(
+            predicted_mbps=predicted,
+            reserve_mbps=reserve,
+            confidence=confidence,
+            mode=modes.astype(np.int8, copy=True),
+            source=source,
+            version=self._versions(modes, source, outputs),
+            inference_s=spent,
+        )
+
+    def _run(self, model: OnnxModel, raw: np.ndarray, rows: np.ndarray, steps: int) -> _ModelOutput:
+        features, scale = build_features(raw, steps)
+        quantiles = np.sort(model.run(features), axis=1)  # q10 <= q50 <= q90 always
+        q10, q50, q90 = quantiles[:, 0], quantiles[:, 1], quantiles[:, 2]
+        return _ModelOutput(
+            rows=rows,
+            predicted=from_log_ratio(q50, scale).astype(np.float64),
+            reserve=from_log_ratio(q10, scale).astype(np.float64),
+            confidence=model.spec.calibration(q90 - q10).astype(np.float64),
+        )
+
+    @staticmethod
+    def _combine_hybrid(
+        modes: np.ndarray,
+        dc: _ModelOutput,
+        inet: _ModelOutput,
+        predicted: FloatArray,
+        reserve: FloatArray,
+        confidence: FloatArray,
+    ) -> None:
+        """Rows served by both models: weight each by conf_i / (conf_dc + conf_inet).
+
+        Confidence is the same weighted mean rather than the original's max: the max of
+        two calibrated probabilities overstates how often the blend hits.
+        """
+        both, dc_at, inet_at = np.intersect1d(dc.rows, inet.rows, return_indices=True)
+        both_hybrid = modes[both] == HYBRID
+        both, dc_at, inet_at = both[both_hybrid], dc_at[both_hybrid], inet_at[both_hybrid]
+        if both.size == 0:
+            return
+        c_dc, c_inet = dc.confidence[dc_at], inet.confidence[inet_at]
+        total = c_dc + c_inet
+        w_dc = np.where(total > 0, c_dc / np.where(total > 0, total, 1.0), 0.5)
+        w_inet = 1.0 - w_dc
+        predicted[both] = w_dc * dc.predicted[dc_at] + w_inet * inet.predicted[inet_at]
+        reserve[both] = w_dc * dc.reserve[dc_at] + w_inet * inet.reserve[inet_at]
+        confidence[both] = w_dc * c_dc + w_inet * c_inet
+
+    def _fallback(
+        self, bandwidth: np.ndarray, counts: np.ndarray, modes: np.ndarray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Mean of the last <= 5 samples (the original's fallback), min of them as reserve."""
+        predicted = np.nan_to_num(mean_last(bandwidth, FALLBACK_SAMPLES), nan=0.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            reserve = np.nan_to_num(np.nanmin(bandwidth[:, -FALLBACK_SAMPLES:], axis=1), nan=0.0)
+        if self.fallback_calibration is not None:
+            confidence = self.fallback_calibration(coefficient_of_variation(bandwidth))
+        else:
+            confidence = original_fallback_confidence(counts, modes)
+        return predicted.astype(np.float64), reserve.astype(np.float64), confidence.astype(np.float64)
+
+    def _in_time(self, name: str, rows: int, deadline: float | None) -> bool:
+        if deadline is None or name not in self._cost_per_row:
+            return True
+        return time.perf_counter() + self._cost_per_row[name] * rows <= deadline
+
+    def _learn_cost(self, name: str, seconds_per_row: float) -> None:
+        old = self._cost_per_row.get(name)
+        self._cost_per_row[name] = seconds_per_row if old is None else 0.8 * old + 0.2 * seconds_per_row
+
+    def _versions(
+        self, modes: np.ndarray, source: np.ndarray, outputs: dict[int, _ModelOutput]
+    ) -> list[str]:
+        names = {mode: self.models.models[MODE_NAMES[mode]].version for mode in outputs}
+        if DATACENTER in names and INTERNET in names:
+            names[HYBRID] = f"{names[DATACENTER]}+{names[INTERNET]}"
+        served = np.full(len(modes), FALLBACK_VERSION, dtype=object)
+        for mode in (DATACENTER, INTERNET):
+            if mode in outputs:
+                served[outputs[mode].rows] = names[mode]
+        if HYBRID in names:
+            hybrid_both = (modes == HYBRID) & (source == MODEL)
+            dc_rows, inet_rows = outputs[DATACENTER].rows, outputs[INTERNET].rows
+            both = np.zeros(len(modes), dtype=bool)
+            both[np.intersect1d(dc_rows, inet_rows)] = True
+            served[hybrid_both & both] = names[HYBRID]
+        return served.tolist()
+
+
+def original_fallback_confidence(counts: np.ndarray, modes: np.ndarray) -> FloatArray:
+    """The original's fallback confidence: 0.45 (datacenter) or 0.35, +0.02 per sample to +0.2."""
+    base = np.where(modes == DATACENTER, 0.45, 0.35)
+    return base + np.minimum(0.2, 0.02 * counts)

@@ -1,0 +1,109 @@
+"""The one definition of the model's input: a window of raw samples -> a feature tensor.
+
+Training and serving both call `build_features`; nothing else may compute model inputs.
+
+Scale-free by construction: bandwidth and throughput enter relative to the window's mean
+bandwidth (the *scale*), so a model trained on 5 Mbit/s cellular traces applies unchanged
+to a 10 Gbit/s datacenter link. The model's outputs are log-ratios to the same scale
+(see `to_log_ratio` / `from_log_ratio`).
+
+Missing measurements are NaN in the raw window. Each optional channel gets a presence
+mask (1 = measured, 0 = not) and the value 0 where missing, so the model can tell
+"not measured" from "zero". A missing bandwidth cannot occur (the codec requires it).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import numpy.typing as npt
+
+# Raw window channels, in this order, as stored by WindowStore.
+BANDWIDTH, LATENCY, LOSS, JITTER, THROUGHPUT, DT = range(6)
+RAW_CHANNELS = ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms", "throughput_mbps", "dt_s")
+
+# Model input features per step, in this order. Part of the model contract: the manifest
+# records this list and loading refuses a model trained on another.
+FEATURES = (
+    "bw_rel",          # bandwidth / scale, clipped to 0..8
+    "bw_log_rel",      # log(max(bandwidth / scale, 1e-3)), -6.9..2.1
+    "latency_log",     # log1p(latency_ms) / log1p(1000)
+    "latency_mask",
+    "loss_sqrt",       # sqrt(packet_loss): spreads the small losses that matter
+    "loss_mask",
+    "jitter_log",      # log1p(jitter_ms) / log1p(1000)
+    "jitter_mask",
+    "throughput_rel",  # throughput / scale, clipped to 0..8
+    "throughput_mask",
+    "gap_log",         # log(dt / median dt of the window): 0 for a regular step, >0 over gaps
+)
+FEATURE_VERSION = "rel-mean-v1"
+N_FEATURES = len(FEATURES)
+
+#: Smallest scale (Mbit/s): an all-zero window predicts ~0 instead of dividing by zero.
+MIN_SCALE = 1e-6
+_REL_CLIP = 8.0
+_LOG_FLOOR = 1e-3
+_LOG_1000 = float(np.log1p(1000.0))
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def window_scale(bandwidth: npt.NDArray[np.floating]) -> FloatArray:
+    """Per-window reference level: mean bandwidth over the steps given. Shape (B, T) -> (B,)."""
+    return np.maximum(bandwidth.mean(axis=1), MIN_SCALE).astype(np.float32)
+
+
+def build_features(raw: npt.NDArray[np.floating], steps: int) -> tuple[FloatArray, FloatArray]:
+    """Model input for the last `steps` samples of each window.
+
+    raw: (B, T, 6) float, channels RAW_CHANNELS, oldest first, T >= steps, NaN = missing.
+    Returns (features (B, steps, N_FEATURES) float32, scale (B,) float32).
+    """
+    if raw.ndim != 3 or raw.shape[2] != len(RAW_CHANNELS):
+        raise ValueError(f"raw window must be (batch, time, {len(RAW_CHANNELS)}), got {raw.shape}")
+    if raw.shape[1] < steps:
+        raise ValueError(f"window has {raw.shape[1]} steps, model needs {steps}")
+    window = np.asarray(raw[:, -steps:, :], dtype=np.float32)
+    bw = window[:, :, BANDWIDTH]
+    scale = window_scale(bw)
+    inv = (1.0 / scale)[:, None]
+
+    out = np.empty((window.shape[0], steps, N_FEATURES), dtype=np.float32)
+    rel = bw * inv
+    np.clip(rel, 0.0, _REL_CLIP, out=out[:, :, 0])
+    np.log(np.maximum(rel, _LOG_FLOOR), out=out[:, :, 1])
+    _masked(np.log1p(window[:, :, LATENCY]) / _LOG_1000, out, 2)
+    _masked(np.sqrt(window[:, :, LOSS]), out, 4)
+    _masked(np.log1p(window[:, :, JITTER]) / _LOG_1000, out, 6)
+    _masked(np.clip(window[:, :, THROUGHPUT] * inv, 0.0, _REL_CLIP), out, 8)
+    out[:, :, 10] = _gap_log(window[:, :, DT])
+    return out, scale
+
+
+def _masked(values: npt.NDArray[np.floating], out: FloatArray, column: int) -> None:
+    present = ~np.isnan(values)
+    out[:, :, column] = np.where(present, values, 0.0)
+    out[:, :, column + 1] = present
+
+
+def _gap_log(dt: FloatArray) -> FloatArray:
+    """log(dt / typical dt): 0 on a regular step, positive across a gap in the series."""
+    valid = np.where(dt > 0, dt, np.nan)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no step known yet
+        typical = np.nanmedian(valid, axis=1, keepdims=True)
+        ratio = valid / typical
+    gap = np.log(np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0))
+    return np.clip(gap, 0.0, 5.0).astype(np.float32)
+
+
+def to_log_ratio(target_mbps: npt.NDArray[np.floating], scale: FloatArray) -> FloatArray:
+    """Training target: log of the next bandwidth relative to the window's scale."""
+    return np.log(np.maximum(target_mbps / scale, _LOG_FLOOR)).astype(np.float32)
+
+
+def from_log_ratio(log_ratio: npt.NDArray[np.floating], scale: FloatArray) -> FloatArray:
+    """Inverse of `to_log_ratio`: model output -> Mbit/s."""
+    return (np.exp(np.clip(log_ratio, -20.0, 10.0)) * scale).astype(np.float32)

@@ -1,0 +1,160 @@
+"""ONNX Runtime sessions for the shipped models, checked before they serve.
+
+A model is loaded only if its file's sha256 matches the manifest, ONNX Runtime accepts
+it, its input and output shapes fit the contract, and a trial batch gives finite
+numbers. Only ONNX files are ever loaded (no pickle or other code-carrying format).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from predictor.features import N_FEATURES
+from predictor.manifest import (
+    DEFAULT_MODELS_DIR,
+    OUTPUTS,
+    Manifest,
+    ManifestError,
+    ModelSpec,
+    load_manifest,
+    sha256_of,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(RuntimeError):
+    """A model could not be loaded or refused to run; the message names file and cause."""
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """ONNX Runtime settings. Threads default to the host's cores; no busy-spinning, so
+    idle inference threads do not steal the CPU from the event loop beside them."""
+
+    intra_op_threads: int = 0  # 0: all cores
+    precision: str = "float"  # or "int8" when the manifest lists that variant
+    use_cuda: bool = True  # when onnxruntime has the CUDA provider
+
+    def session_options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        return options
+
+    def providers(self) -> list[str]:
+        available = ort.get_available_providers()
+        if self.use_cuda and "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+
+
+class OnnxModel:
+    """One verified model: run(features (B, window, F) float32) -> (B, 3) log-ratio quantiles."""
+
+    def __init__(self, spec: ModelSpec, settings: SessionSettings = SessionSettings()) -> None:
+        self.spec = spec
+        path, expected = spec.file_for(settings.precision)
+        self.path = path
+        self.version = spec.version if settings.precision == "float" else (
+            f"{spec.version}-{settings.precision}"
+        )
+        if not path.is_file():
+            raise ModelError(f"{spec.mode} model file {path} does not exist")
+        actual = sha256_of(path)
+        if actual != expected:
+            raise ModelError(
+                f"{spec.mode} model {path} has sha256 {actual}, manifest says {expected}: "
+                "the file was changed or corrupted; refusing to load it"
+            )
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=settings.session_options(), providers=settings.providers()
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"ONNX Runtime cannot load {spec.mode} model {path}: {exc}") from None
+        self._check_signature()
+
+    def _check_signature(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if self.spec.input_name not in inputs or self.spec.output_name not in outputs:
+            raise ModelError(
+                f"{self.path}: expected input {self.spec.input_name!r} and output "
+                f"{self.spec.output_name!r}, found inputs {list(inputs)} outputs {list(outputs)}"
+            )
+        shape = inputs[self.spec.input_name].shape
+        if len(shape) != 3 or shape[1:] != [self.spec.window, N_FEATURES]:
+            raise ModelError(
+                f"{self.path}: input shape {shape} does not match "
+                f"(batch, {self.spec.window}, {N_FEATURES}) from the manifest"
+            )
+        trial = self.run(np.zeros((2, self.spec.window, N_FEATURES), dtype=np.float32))
+        if trial.shape != (2, len(OUTPUTS)) or not np.isfinite(trial).all():
+            raise ModelError(f"{self.path}: a trial batch gave {trial.shape} / non-finite output")
+
+    def run(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        (out,) = self.session.run([self.spec.output_name], {self.spec.input_name: features})
+        return np.asarray(out, dtype=np.float32).reshape(features.shape[0], -1)
+
+
+@dataclass
+class ModelSet:
+    """The models available to serve, by mode name, and why any are missing."""
+
+    models: dict[str, OnnxModel]
+    manifest: Manifest | None
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fallback_active(self) -> bool:
+        return bool(self.unavailable)
+
+
+def load_models(
+    directory: Path | str | None = None,
+    modes: tuple[str, ...] = ("datacenter", "internet"),
+    settings: SessionSettings = SessionSettings(),
+    allow_fallback: bool = False,
+) -> ModelSet:
+    """Load the models the given modes need.
+
+    Without allow_fallback any problem raises (ManifestError / ModelError) so the service
+    refuses to start. With it, each problem is logged as a loud warning, recorded in
+    `unavailable`, and that mode is served by the heuristic fallback.
+    """
+    directory = Path(directory) if directory is not None else DEFAULT_MODELS_DIR
+    unavailable: dict[str, str] = {}
+    try:
+        manifest: Manifest | None = load_manifest(directory)
+    except ManifestError as exc:
+        if not allow_fallback:
+            raise
+        manifest = None
+        unavailable = {mode: str(exc) for mode in modes}
+    models: dict[str, OnnxModel] = {}
+    for mode in modes if manifest is not None else ():
+        assert manifest is not None
+        try:
+            if mode not in manifest.models:
+                raise ManifestError(f"{directory}: manifest lists no {mode} model")
+            models[mode] = OnnxModel(manifest.models[mode], settings)
+        except (ManifestError, ModelError) as exc:
+            if not allow_fallback:
+                raise
+            unavailable[mode] = str(exc)
+    for mode, reason in unavailable.items():
+        log.warning("FALLBACK ACTIVE: %s predictions use the heuristic: %s", mode, reason)
+    return ModelSet(models, manifest, unavailable)

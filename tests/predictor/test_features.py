@@ -1,0 +1,91 @@
+"""The feature function: scale-free, explicit about missing data, aware of gaps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from predictor.features import (
+    BANDWIDTH,
+    DT,
+    FEATURES,
+    JITTER,
+    LATENCY,
+    N_FEATURES,
+    THROUGHPUT,
+    build_features,
+    from_log_ratio,
+    to_log_ratio,
+)
+
+
+def raw_window(rng: np.random.Generator, n: int = 4, steps: int = 60) -> np.ndarray:
+    raw = np.full((n, steps, 6), np.nan, dtype=np.float32)
+    raw[:, :, BANDWIDTH] = rng.uniform(1, 20, (n, steps))
+    raw[:, :, LATENCY] = rng.uniform(10, 90, (n, steps))
+    raw[:, :, THROUGHPUT] = raw[:, :, BANDWIDTH] * 0.7
+    raw[:, :, DT] = 1.0
+    return raw
+
+
+def col(name: str) -> int:
+    return FEATURES.index(name)
+
+
+def test_shape_and_last_steps(rng: np.random.Generator) -> None:
+    raw = raw_window(rng)
+    features, scale = build_features(raw, 30)
+    assert features.shape == (4, 30, N_FEATURES) and features.dtype == np.float32
+    assert scale == pytest.approx(raw[:, -30:, BANDWIDTH].mean(axis=1), rel=1e-5)
+
+
+def test_features_do_not_depend_on_the_link_scale(rng: np.random.Generator) -> None:
+    """A 5 Mbit/s cellular pattern and the same pattern at 10 Gbit/s look the same."""
+    small = raw_window(rng)
+    large = small.copy()
+    large[:, :, BANDWIDTH] *= 2000
+    large[:, :, THROUGHPUT] *= 2000
+    f_small, s_small = build_features(small, 60)
+    f_large, s_large = build_features(large, 60)
+    np.testing.assert_allclose(f_small, f_large, atol=1e-5)
+    np.testing.assert_allclose(s_large, s_small * 2000, rtol=1e-5)
+
+
+def test_missing_measurements_are_masked_not_zero(rng: np.random.Generator) -> None:
+    raw = raw_window(rng, n=1, steps=30)
+    raw[0, 10:, LATENCY] = np.nan
+    raw[0, :, JITTER] = np.nan
+    raw[0, 5, JITTER] = 0.0  # a real zero stays distinguishable from missing
+    features, _ = build_features(raw, 30)
+    lat, lat_mask = features[0, :, col("latency_log")], features[0, :, col("latency_mask")]
+    assert (lat_mask[:10] == 1).all() and (lat_mask[10:] == 0).all()
+    assert (lat[10:] == 0).all() and (lat[:10] > 0).all()
+    jit_mask = features[0, :, col("jitter_mask")]
+    assert jit_mask[5] == 1 and jit_mask.sum() == 1
+    assert np.isfinite(features).all()
+
+
+def test_gap_shows_in_the_gap_feature(rng: np.random.Generator) -> None:
+    raw = raw_window(rng, n=1, steps=30)
+    raw[0, 20, DT] = 30.0  # 30 steps without a measurement before sample 20
+    gap = build_features(raw, 30)[0][0, :, col("gap_log")]
+    assert gap[20] == pytest.approx(np.log(30.0), rel=1e-5)
+    assert (np.delete(gap, 20) == 0).all()
+
+
+def test_an_all_zero_window_stays_finite() -> None:
+    raw = np.zeros((1, 30, 6), dtype=np.float32)
+    features, scale = build_features(raw, 30)
+    assert np.isfinite(features).all() and scale[0] > 0
+    assert from_log_ratio(np.zeros(1, np.float32), scale)[0] < 1e-5
+
+
+def test_log_ratio_round_trips(rng: np.random.Generator) -> None:
+    scale = rng.uniform(1, 1e4, 50).astype(np.float32)
+    target = rng.uniform(0.1, 3, 50).astype(np.float32) * scale
+    np.testing.assert_allclose(from_log_ratio(to_log_ratio(target, scale), scale), target, rtol=1e-5)
+
+
+def test_too_short_a_window_is_refused(rng: np.random.Generator) -> None:
+    with pytest.raises(ValueError, match="needs 60"):
+        build_features(raw_window(rng, steps=30), 60)

@@ -1,0 +1,100 @@
+"""Model loading: a missing, corrupt or mismatched model is refused with a clear error,
+or, with fallback allowed, reported and replaced by the heuristic, never a constant."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from predictor.manifest import MANIFEST_NAME, ManifestError, load_manifest
+from predictor.runtime import ModelError, SessionSettings, load_models
+
+
+@pytest.fixture
+def models_copy(tiny_models: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "models"
+    shutil.copytree(tiny_models, target)
+    return target
+
+
+def edit_manifest(directory: Path, mode: str, **changes: object) -> None:
+    path = directory / MANIFEST_NAME
+    manifest = orjson.loads(path.read_bytes())
+    manifest["models"][mode].update(changes)
+    path.write_bytes(orjson.dumps(manifest))
+
+
+def test_shipped_form_loads_both_models(tiny_models: Path) -> None:
+    models = load_models(tiny_models)
+    assert set(models.models) == {"datacenter", "internet"}
+    assert not models.fallback_active
+    assert models.models["internet"].version == "internet-tiny-test"
+
+
+def test_a_tampered_model_file_is_refused(models_copy: Path) -> None:
+    path = models_copy / "internet-tiny.onnx"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256 .* refusing to load"):
+        load_models(models_copy)
+
+
+def test_a_corrupt_model_with_a_matching_hash_is_refused(models_copy: Path) -> None:
+    from predictor.manifest import sha256_of
+
+    path = models_copy / "datacenter-tiny.onnx"
+    path.write_bytes(b"this is not an onnx model")
+    edit_manifest(models_copy, "datacenter", sha256=sha256_of(path))
+    with pytest.raises(ModelError, match="ONNX Runtime cannot load datacenter model"):
+        load_models(models_copy)
+
+
+def test_a_model_for_another_feature_set_is_refused(models_copy: Path) -> None:
+    edit_manifest(models_copy, "internet", features=["bandwidth_mbps"])
+    with pytest.raises(ManifestError, match="features .* retrain"):
+        load_manifest(models_copy)
+
+
+def test_a_window_mismatch_is_refused(models_copy: Path) -> None:
+    edit_manifest(models_copy, "datacenter", window=10)
+    with pytest.raises(ManifestError, match="window is 10"):
+        load_manifest(models_copy)
+
+
+def test_a_file_outside_the_models_directory_is_refused(models_copy: Path) -> None:
+    edit_manifest(models_copy, "datacenter", file="../../etc/passwd")
+    with pytest.raises(ManifestError, match="plain file name"):
+        load_manifest(models_copy)
+
+
+def test_a_missing_manifest_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="no manifest.json .* `pba train`"):
+        load_models(tmp_path)
+
+
+def test_with_fallback_a_broken_model_is_loud_and_recorded(
+    models_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (models_copy / "internet-tiny.onnx").unlink()
+    with caplog.at_level(logging.WARNING):
+        models = load_models(models_copy, allow_fallback=True)
+    assert set(models.models) == {"datacenter"}
+    assert "does not exist" in models.unavailable["internet"]
+    assert models.fallback_active
+    assert "FALLBACK ACTIVE: internet" in caplog.text
+
+
+def test_missing_variant_is_named(tiny_models: Path) -> None:
+    with pytest.raises(ManifestError, match="no 'int8' variant"):
+        load_models(tiny_models, settings=SessionSettings(precision="int8"))
+
+
+def test_sessions_do_not_busy_spin() -> None:
+    options = SessionSettings(intra_op_threads=2).session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2

@@ -1,0 +1,60 @@
+"""`pba backtest` as design.md fixes it: columns, one row per sample from the second on."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.traces import read_trace
+
+COLUMNS = ["trace", "t_s", "actual_mbps", "predicted_mbps", "confidence", "mode"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "backtest", *args],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.mark.parametrize("mode", ["auto", "hybrid", "datacenter", "internet"])
+def test_backtest_writes_every_row_in_every_mode(
+    mode: str, sample_traces: list[Path], tiny_models: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.csv"
+    paths = [str(p) for p in sample_traces]
+    done = run_cli("--mode", mode, "--models", str(tiny_models), "--out", str(out), *paths)
+    assert done.returncode == 0, done.stderr
+    with open(out, newline="") as fh:
+        reader = csv.reader(fh)
+        assert next(reader) == COLUMNS
+        rows = list(reader)
+    expected = sum(len(read_trace(p)) - 1 for p in paths)
+    assert len(rows) == expected
+    assert [r[0] for r in rows[:1]] == [paths[0]]  # the path exactly as given
+    served = {r[5] for r in rows}
+    assert "fallback" in served  # warm-up
+    assert served - {"fallback"} <= {"datacenter", "internet", "hybrid"}
+    assert served - {"fallback"}, "no prediction came from a model"
+    for r in rows[:200]:
+        assert 0 <= float(r[4]) <= 1 and float(r[3]) >= 0
+    first = read_trace(paths[0])
+    assert float(rows[0][1]) == first.t_s[1]
+    assert float(rows[0][2]) == pytest.approx(first.values[1, 0], rel=1e-5)
+
+
+def test_backtest_without_models_says_what_is_wrong(tmp_path: Path, sample_traces: list[Path]) -> None:
+    done = run_cli("--models", str(tmp_path), "--out", str(tmp_path / "o.csv"), str(sample_traces[0]))
+    assert done.returncode == 2
+    assert "no manifest.json" in done.stderr
+
+
+def test_backtest_rejects_a_malformed_trace(tmp_path: Path, tiny_models: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,bw\n0,1\n")
+    done = run_cli("--models", str(tiny_models), "--out", str(tmp_path / "o.csv"), str(bad))
+    assert done.returncode == 2 and "header must start with" in done.stderr

@@ -1,0 +1,101 @@
+"""Export trained models to ONNX and write the manifest the service loads them by."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+import torch
+
+from predictor.confidence import Calibration
+from predictor.features import FEATURE_VERSION, FEATURES, N_FEATURES
+from predictor.manifest import FORMAT, MANIFEST_NAME, NORMALISATION, OUTPUTS, TARGET, sha256_of
+
+OPSET = 13
+PARITY_ATOL = 1e-4
+
+
+def export_onnx(model: torch.nn.Module, path: Path, window: int) -> None:
+    """ONNX with native LSTM ops and a dynamic batch axis.
+
+    The TorchScript exporter is used on purpose: it emits ONNX `LSTM` nodes, which ONNX
+    Runtime runs as fused kernels; the torch.export-based one unrolls them.
+    """
+    model = model.eval()
+    example = torch.zeros(2, window, N_FEATURES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def check_parity(model: torch.nn.Module, path: Path, windows: np.ndarray) -> float:
+    """Largest absolute difference between PyTorch and ONNX Runtime on the given inputs;
+    raises if it exceeds PARITY_ATOL."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(windows)).numpy()
+    (got,) = session.run(["output"], {"input": windows})
+    diff = float(np.max(np.abs(got - expected))) if windows.size else 0.0
+    if diff > PARITY_ATOL:
+        raise AssertionError(f"ONNX and PyTorch disagree on {path.name}: max |diff| {diff:.2e}")
+    return diff
+
+
+def manifest_entry(
+    mode: str,
+    path: Path,
+    version: str,
+    window: int,
+    calibration: Calibration,
+    variants: dict[str, Path] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "version": version,
+        "window": window,
+        "features": list(FEATURES),
+        "feature_version": FEATURE_VERSION,
+        "normalisation": NORMALISATION,
+        "input": "input",
+        "output": "output",
+        "outputs": list(OUTPUTS),
+        "target": TARGET,
+        "horizon_steps": 1,
+        "calibration": calibration.to_dict(),
+    }
+    if variants:
+        entry["variants"] = {
+            name: {"file": p.name, "sha256": sha256_of(p)} for name, p in variants.items()
+        }
+    if extra:
+        entry.update(extra)
+    return entry
+
+
+def write_manifest(
+    directory: Path,
+    entries: dict[str, dict[str, Any]],
+    fallback_calibration: Calibration | None = None,
+) -> Path:
+    manifest: dict[str, Any] = {"format": FORMAT, "models": entries}
+    if fallback_calibration is not None:
+        manifest["fallback_calibration"] = fallback_calibration.to_dict()
+    path = directory / MANIFEST_NAME
+    path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    return path
