@@ -50,6 +50,31 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from training.train import TrainSettings, run
+    except ImportError as exc:
+        print(f"pba train: {exc.name} is missing; install the training extra: "
+              "pip install -e '.[train]'", file=sys.stderr)
+        return 2
+    from training.traces import TraceError
+
+    modes = ("internet", "datacenter") if args.mode == "both" else (args.mode,)
+    settings = TrainSettings(
+        modes=modes, traces=args.traces, out=args.out, epochs=args.epochs, seed=args.seed,
+        device=args.device, plot=args.plot, progress=not args.quiet,
+        windows_per_source=args.windows_per_source, synthetic_links=args.synthetic_links,
+        batch_size=args.batch_size, validation_windows_per_source=args.validation_windows_per_source,
+    )
+    try:
+        manifest = run(settings)
+    except (TraceError, OSError) as exc:
+        print(f"pba train: {exc}", file=sys.stderr)
+        return 2
+    print(f"models and manifest written: {manifest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pba",
@@ -86,6 +111,34 @@ def build_parser() -> argparse.ArgumentParser:
                           help="serve the heuristic where a model cannot load instead of failing")
     backtest.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     backtest.set_defaults(handler=_cmd_backtest)
+
+    train = sub.add_parser(
+        "train",
+        help="train, export and calibrate the LSTM models (needs the 'train' extra)",
+        description="Train the datacenter (30 steps, LSTM 128/64) and/or internet (60 steps, "
+        "LSTM 256/128) models on the real traces' training groups plus the realistic "
+        "generator, with early stopping on the validation groups; export ONNX (float and "
+        "int8), fit the confidence calibration and write manifest.json. Seeded: the same "
+        "arguments give the same models on the same machine.",
+    )
+    train.add_argument("--mode", choices=("datacenter", "internet", "both"), default="both")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="epoch cap (default: 30 datacenter, 50 internet; early stopping may end sooner)")
+    train.add_argument("--plot", action="store_true", help="write PNG figures to OUT/plots")
+    train.add_argument("--traces", type=Path, default=Path("../shared/traces"),
+                       help="traces folder with index.csv, or a packed .npz (default ../shared/traces)")
+    train.add_argument("--out", type=Path, default=Path("predictor/models"), help="models directory")
+    train.add_argument("--seed", type=int, default=20261129)
+    train.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    train.add_argument("--batch-size", type=int, default=256)
+    train.add_argument("--windows-per-source", type=int, default=40_000,
+                       help="training windows drawn per trace source")
+    train.add_argument("--validation-windows-per-source", type=int, default=8_000,
+                       help="validation windows per source (early stopping, calibration)")
+    train.add_argument("--synthetic-links", type=int, default=120,
+                       help="realistic-generator series added to the training data")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_cmd_train)
     return parser
 
 

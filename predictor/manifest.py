@@ -10,7 +10,7 @@ manifest.json in a models directory:
           "window": 30, "features": [...], "feature_version": "rel-mean-v1",
           "normalisation": "window_mean_bandwidth",
           "input": "input", "output": "output",
-          "outputs": ["q10", "q50", "q90"], "target": "log_ratio_to_scale",
+          "outputs": ["q10", "point", "q90"], "target": "log_ratio_to_scale",
           "horizon_steps": 1,
           "calibration": {"score": "log_interval_width", "x": [...], "y": [...]},
           "variants": {"int8": {"file": "datacenter.int8.onnx", "sha256": "..."}}
@@ -38,7 +38,11 @@ from predictor.features import FEATURE_VERSION, FEATURES
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
-OUTPUTS = ("q10", "q50", "q90")
+#: Model outputs, log-ratios to the window scale: the 10th percentile (-> reserve_mbps),
+#: the point prediction (trained to land within +/-20 % as often as possible), and the
+#: 90th percentile. The q90 - q10 spread is the raw score that calibration maps to
+#: confidence.
+OUTPUTS = ("q10", "point", "q90")
 TARGET = "log_ratio_to_scale"
 NORMALISATION = "window_mean_bandwidth"
 MODEL_MODES = {"datacenter": 30, "internet": 60}

@@ -30,6 +30,7 @@ def export_onnx(model: torch.nn.Module, path: Path, window: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             model,
             (example,),

@@ -1,8 +1,8 @@
 """The LSTM models of the design: two stacked LSTMs, dropout, a dense head.
 
-Outputs three numbers per window: the 10th, 50th and 90th percentiles of the next
-sample's log-ratio to the window scale (predictor.features). The median is the
-prediction, the 10th percentile the reserve, and the spread the raw confidence score.
+Outputs three numbers per window, all about the next sample's log-ratio to the window
+scale (predictor.features): its 10th percentile (the reserve), a point prediction, and
+its 90th percentile; the spread is the raw confidence score (predictor.manifest.OUTPUTS).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,16 +86,96 @@ def read_index(traces_dir: Path | str) -> list[TraceInfo]:
         ]
 
 
-def is_validation_group(group: str, fraction: float = 0.2) -> bool:
-    """Stable split by group (the leakage unit): a hash of the group name, never random
-    windows, so a group's traces are all on one side whatever order they are read in."""
-    digest = hashlib.sha256(group.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+ROLES = ("train", "validation", "test")
 
 
-def split_by_group(
-    infos: list[TraceInfo], fraction: float = 0.2
-) -> tuple[list[TraceInfo], list[TraceInfo]]:
-    train = [t for t in infos if not is_validation_group(t.group, fraction)]
-    valid = [t for t in infos if is_validation_group(t.group, fraction)]
-    return train, valid
+@dataclass(frozen=True)
+class Segment:
+    """Rows [start, stop) of one trace assigned to one role."""
+
+    info: TraceInfo
+    start: int
+    stop: int | None
+
+
+def _group_rank(group: str) -> float:
+    """A stable pseudo-random position in 0..1 for a group (sha256, not Python's hash)."""
+    return int.from_bytes(hashlib.sha256(group.encode()).digest()[:8], "big") / 2**64
+
+
+def split_traces(
+    infos: list[TraceInfo], validation: float = 0.15, test: float = 0.15
+) -> dict[str, list[Segment]]:
+    """Train / validation / test, cut **by group** (the leakage unit) within each source.
+
+    Validation drives early stopping and the confidence calibration; test is held out
+    for the model card. A source with fewer than three groups (the Abilene series are
+    one group each) cannot be cut by group; its traces are cut in time instead: the
+    first part of each trace trains, the next validates, the last tests, so evaluation
+    is still on unseen, later data.
+    """
+    roles: dict[str, list[Segment]] = {role: [] for role in ROLES}
+    by_source: dict[str, list[TraceInfo]] = {}
+    for info in infos:
+        by_source.setdefault(info.source, []).append(info)
+    for source_infos in by_source.values():
+        groups = sorted({i.group for i in source_infos}, key=_group_rank)
+        if len(groups) >= 3:
+            n_test = max(1, round(test * len(groups)))
+            n_val = max(1, round(validation * len(groups)))
+            role_of = {g: "test" for g in groups[:n_test]}
+            role_of.update({g: "validation" for g in groups[n_test:n_test + n_val]})
+            for info in source_infos:
+                roles[role_of.get(info.group, "train")].append(Segment(info, 0, None))
+        else:
+            for info in source_infos:
+                a = int(info.n_rows * (1 - validation - test))
+                b = int(info.n_rows * (1 - test))
+                roles["train"].append(Segment(info, 0, a))
+                roles["validation"].append(Segment(info, a, b))
+                roles["test"].append(Segment(info, b, None))
+    return roles
+
+
+def cut(trace: Trace, segment: Segment) -> Trace:
+    return Trace(trace.path, trace.t_s[segment.start:segment.stop],
+                 trace.values[segment.start:segment.stop])
+
+
+def pack_traces(infos: list[TraceInfo], out: Path) -> None:
+    """All traces in one compressed .npz (for a machine without the traces folder)."""
+    traces = [read_trace(i.path) for i in infos]
+    lengths = np.array([len(t) for t in traces], dtype=np.int64)
+    np.savez_compressed(
+        out,
+        lengths=lengths,
+        t_s=np.concatenate([t.t_s for t in traces]),
+        values=np.concatenate([t.values for t in traces]),
+        meta=np.array([f"{i.source}|{i.path.name}|{i.group}|{i.step_s}" for i in infos]),
+    )
+
+
+def load_packed(path: Path) -> tuple[list[TraceInfo], dict[str, Trace]]:
+    with np.load(path) as data:  # each key access decompresses: read every array once
+        meta_all, lengths = data["meta"].tolist(), data["lengths"].tolist()
+        t_all, v_all = data["t_s"], data["values"]
+    infos, traces = [], {}
+    start = 0
+    for meta, n in zip(meta_all, lengths, strict=True):
+        source, name, group, step = meta.split("|")
+        info = TraceInfo(source, Path(source) / name, group, float(step), int(n))
+        infos.append(info)
+        traces[str(info.path)] = Trace(str(info.path), t_all[start:start + n], v_all[start:start + n])
+        start += n
+    return infos, traces
+
+
+def load_traces(location: Path | str) -> tuple[list[TraceInfo], Callable[[TraceInfo], Trace]]:
+    """Trace index and a reader, from a traces folder or from a pack_traces() file."""
+    location = Path(location)
+    if location.suffix == ".npz":
+        infos, packed = load_packed(location)
+        return infos, lambda info: packed[str(info.path)]
+    if not (location / "index.csv").is_file():
+        raise TraceError(f"{location} has no index.csv: expected the ../shared/traces folder")
+    return read_index(location), lambda info: read_trace(info.path)

@@ -115,7 +115,8 @@ def test_without_models_the_fallback_serves_and_says_so(tmp_path: Path, rng: np.
     feed(bp, "x", np.array([10.0, 20, 30, 40, 50, 60, 70]), 50.0)
     p = bp.predict("x")
     assert p.source == "fallback" and p.model_version == FALLBACK_VERSION
-    assert p.predicted_mbps == pytest.approx(50.0)  # mean of the last 5
+    assert p.predicted_mbps == pytest.approx(70.0)  # the last value
+    assert p.reserve_mbps == pytest.approx(30.0)  # the lowest of the last 5
     assert 0 < p.confidence < 1
     assert bp.metrics()["fallback_active"] is True
 

@@ -1,0 +1,86 @@
+"""A short, real training run: seeded, exported, parity-checked, loadable by the service path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import torch
+
+from predictor.api import BandwidthPredictor
+from predictor.manifest import load_manifest
+from training.export import check_parity, export_onnx
+from training.generators import synthetic_set
+from training.model import CONFIGS
+from training.traces import pack_traces, read_index
+from training.train import TrainSettings, collect, fit, run
+
+
+@pytest.fixture(scope="module")
+def small_pack(traces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few real traces of every source, packed the way the device runs read them."""
+    infos = read_index(traces_dir)
+    picked, per_source = [], {}
+    for info in infos:
+        if per_source.get(info.source, 0) < 4 and info.n_rows < 3000:
+            picked.append(info)
+            per_source[info.source] = per_source.get(info.source, 0) + 1
+    out = tmp_path_factory.mktemp("pack") / "traces.npz"
+    pack_traces(picked, out)
+    return out
+
+
+def small_settings(pack: Path, out: Path) -> TrainSettings:
+    return TrainSettings(
+        modes=("datacenter",), traces=pack, out=out, epochs=2, patience=5, batch_size=64,
+        windows_per_source=80, validation_windows_per_source=60, synthetic_links=3,
+        synthetic_length=400, progress=False,
+    )
+
+
+def test_short_training_run_ships_a_model_the_service_path_loads(small_pack: Path, tmp_path: Path) -> None:
+    manifest_path = run(small_settings(small_pack, tmp_path))
+    manifest = load_manifest(tmp_path)
+    spec = manifest.models["datacenter"]
+    assert spec.window == 30 and "int8" in spec.variants
+    assert np.all(np.diff(spec.calibration.y) <= 1e-12), "calibration must not rise with width"
+    assert manifest.fallback_calibration is not None
+    assert orjson.loads(manifest_path.read_bytes())["models"]["datacenter"]["training"]["epochs_run"] >= 1
+
+    bp = BandwidthPredictor.load(tmp_path, mode="datacenter")
+    for i, value in enumerate(synthetic_set("realistic", "datacenter", 1, 40, seed=3)[0].values[:, 0]):
+        bp.add_sample("dc", float(i), float(value), latency_ms=1.0)
+    prediction = bp.predict("dc")
+    assert prediction.source == "model" and prediction.predicted_mbps > 0
+    assert 0 <= prediction.confidence <= 1
+
+
+def test_training_is_reproducible_with_a_fixed_seed(small_pack: Path, tmp_path: Path) -> None:
+    settings = small_settings(small_pack, tmp_path)
+    config = CONFIGS["datacenter"]
+    series = [("synthetic", t) for t in synthetic_set("realistic", "datacenter", 4, 300, seed=1)]
+    data = collect(series, config.window, 400, np.random.default_rng(0))
+    again = collect(series, config.window, 400, np.random.default_rng(0))
+    np.testing.assert_array_equal(data.x, again.x)
+    first, _ = fit(config, data, data, settings)
+    second, _ = fit(config, data, data, settings)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_onnx_export_matches_pytorch_on_random_and_real_windows(small_pack: Path, tmp_path: Path) -> None:
+    config = CONFIGS["internet"]
+    torch.manual_seed(0)
+    from training.model import build_model
+
+    model = build_model(config).eval()
+    path = tmp_path / "internet.onnx"
+    export_onnx(model, path, config.window)
+    random_windows = np.random.default_rng(0).normal(size=(16, 60, 11)).astype(np.float32)
+    assert check_parity(model, path, random_windows) < 1e-4
+    series = [("s", t) for t in synthetic_set("realistic", "internet", 2, 200, seed=2)]
+    real = collect(series, config.window, 32, np.random.default_rng(1)).x
+    assert check_parity(model, path, real) < 1e-4
+    assert check_parity(model, path, real[:1]) < 1e-4  # batch axis is dynamic
