@@ -75,6 +75,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consumer.config import ConfigError, load_config
+    from consumer.logs import configure_logging
+    from predictor.manifest import ManifestError
+    from predictor.runtime import ModelError
+
+    try:
+        config = load_config(args)
+    except ConfigError as exc:
+        print(f"pba run: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level, config.log_format)
+    logging.getLogger("consumer").info("starting with %s", config.redacted())
+    from consumer.service import serve
+
+    try:
+        return asyncio.run(serve(config))
+    except (ManifestError, ModelError) as exc:
+        print(f"pba run: cannot load models: {exc}\n(use --allow-fallback to serve the heuristic "
+              "instead)", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pba",
@@ -82,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="the service: consume metrics, predict, publish predictions",
+        description="Consume metric events, keep a window per link, predict each link's next "
+        "interval with the LSTM models, publish predictions with allocations, dead-letter bad "
+        "input. Every option can also be set by a PBA_... environment variable or in a TOML "
+        "file given with --config (flags win over environment, environment over the file). "
+        "Without --bootstrap the embedded broker is started.",
+    )
+    from consumer.config import add_arguments
+
+    add_arguments(run)
+    run.set_defaults(handler=_cmd_run)
 
     broker = sub.add_parser(
         "broker",

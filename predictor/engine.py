@@ -67,11 +67,13 @@ class Engine:
         counts: npt.NDArray[np.int64],
         modes: npt.NDArray[np.int8],
         deadline: float | None = None,
+        use_models: bool = True,
     ) -> BatchResult:
         """raw: (n, T, 6) windows oldest first; counts: samples seen; modes: per-row mode.
 
         deadline: time.perf_counter() value by which the batch must be done; a model
         whose expected run time would pass it is skipped in favour of the fallback.
+        use_models=False serves every row with the fallback (the "v1" baseline).
         """
         n = raw.shape[0]
         bandwidth = raw[:, :, BANDWIDTH]
@@ -80,7 +82,7 @@ class Engine:
         outputs: dict[int, _ModelOutput] = {}
         spent = 0.0
         for mode, name in ((DATACENTER, "datacenter"), (INTERNET, "internet")):
-            model = self.models.models.get(name)
+            model = self.models.models.get(name) if use_models else None
             steps = WINDOW_STEPS[mode]
             if model is None or raw.shape[1] < steps:
                 continue

@@ -104,12 +104,14 @@ class Pipeline:
         self.tracker.update(self.store.windows(slots, DETECTOR_SAMPLES), m, c, s)
         mode[slots], candidate[slots], streak[slots] = m, c, s
 
-    def predict(self, slots: npt.NDArray[np.intp], deadline: float | None = None) -> Round:
+    def predict(
+        self, slots: npt.NDArray[np.intp], deadline: float | None = None, use_models: bool = True
+    ) -> Round:
         """Predictions and allocations for the given links from their current windows."""
         raw = self.store.windows(slots)
         modes = self.store.column("mode")[slots]
         modes = np.where(modes == UNDECIDED, HYBRID, modes).astype(np.int8)
-        result = self.engine.predict(raw, self.store.counts(slots), modes, deadline)
+        result = self.engine.predict(raw, self.store.counts(slots), modes, deadline, use_models)
         rtt = last_present(raw[:, :, LATENCY])
         rtt = np.where(np.isnan(rtt), DEFAULT_RTT_MS[modes], rtt)
         streams = self.store.column("streams")

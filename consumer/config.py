@@ -1,0 +1,284 @@
+"""The service's configuration: one typed place, four layers.
+
+Defaults < TOML file (`--config FILE.toml`) < environment (`PBA_<NAME>`) < command-line
+flags. Every field is a flag (`--input-topic`), an environment variable
+(`PBA_INPUT_TOPIC`; the bootstrap address is `PBA_KAFKA_BOOTSTRAP`) and a TOML key
+(`input_topic = "..."`). Everything is checked at start-up; all problems are reported
+together, each with what to change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import ssl
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from predictor.pipeline import MODES
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+PRECISIONS = ("float", "int8")
+LOG_FORMATS = ("text", "json")
+ENV_NAMES = {"bootstrap": "PBA_KAFKA_BOOTSTRAP"}
+SECRET_FIELDS = frozenset({"sasl_password"})
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot work; the message lists every problem found."""
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    bootstrap: str | None = field(default=None, metadata=_help(
+        "Kafka bootstrap servers, HOST:PORT[,HOST:PORT]; unset: start the embedded broker"))
+    input_topic: str = field(default="network.metrics", metadata=_help("topic of metric events"))
+    output_topic: str = field(default="bandwidth.predictions", metadata=_help("topic for predictions"))
+    dlq_topic: str = field(default="network.metrics.dlq", metadata=_help("dead-letter topic for bad input"))
+    shadow_topic: str | None = field(default=None, metadata=_help(
+        "in shadow mode, publish here instead of the output topic (default: output topic, "
+        "flagged shadow=true)"))
+    group_id: str = field(default="pba-stream", metadata=_help("consumer group id"))
+    mode: str = field(default="auto", metadata=_help("prediction mode", choices=MODES))
+    models: Path | None = field(default=None, metadata=_help(
+        "models directory with manifest.json (default: the shipped models)"))
+    allow_fallback: bool = field(default=False, metadata=_help(
+        "serve the heuristic for a model that cannot load, instead of refusing to start"))
+    precision: str = field(default="float", metadata=_help("model variant", choices=PRECISIONS))
+    inference_threads: int = field(default=0, metadata=_help(
+        "ONNX Runtime intra-op threads (0: all cores)"))
+    metrics_port: int = field(default=9308, metadata=_help(
+        "port for /metrics, /healthz and /readyz (0: off)"))
+    metrics_bind: str = field(default="0.0.0.0", metadata=_help(
+        "address the metrics/health server listens on (127.0.0.1 to keep it local)"))
+    max_links: int = field(default=1_000_000, metadata=_help(
+        "links tracked per process; at the cap the least recently seen are evicted"))
+    idle_evict_s: float = field(default=3600.0, metadata=_help(
+        "forget a link after this many seconds without an event"))
+    batch_max: int = field(default=1024, metadata=_help("most events taken per poll"))
+    batch_wait_ms: int = field(default=5, metadata=_help(
+        "longest wait for more events before predicting a partial batch"))
+    max_in_flight: int = field(default=4, metadata=_help(
+        "batches published but not yet acknowledged before fetching pauses"))
+    max_event_bytes: int = field(default=16384, metadata=_help("larger messages are dead-lettered"))
+    rebuild_seconds: float = field(default=120.0, metadata=_help(
+        "on partition assignment, replay this much recent input history to rebuild windows"))
+    rebuild_max_records: int = field(default=200_000, metadata=_help(
+        "cap on records replayed per partition when rebuilding windows"))
+    horizon_s: float = field(default=1.0, metadata=_help("prediction horizon and validity, seconds"))
+    flags_file: Path | None = field(default=None, metadata=_help(
+        "feature-flag TOML file, reloaded when it changes (rollout, kill switch, shadow, mode)"))
+    idempotent: bool = field(default=False, metadata=_help(
+        "idempotent producer (needs broker support; the embedded broker has none)"))
+    security_protocol: str = field(default="PLAINTEXT", metadata=_help(
+        "Kafka security protocol", choices=SECURITY_PROTOCOLS))
+    ssl_cafile: Path | None = field(default=None, metadata=_help("CA bundle to verify the brokers"))
+    ssl_certfile: Path | None = field(default=None, metadata=_help("client certificate (mutual TLS)"))
+    ssl_keyfile: Path | None = field(default=None, metadata=_help("client key (mutual TLS)"))
+    sasl_mechanism: str = field(default="PLAIN", metadata=_help("SASL mechanism", choices=SASL_MECHANISMS))
+    sasl_username: str | None = field(default=None, metadata=_help("SASL user name"))
+    sasl_password: str | None = field(default=None, metadata=_help(
+        "SASL password (prefer the environment variable; never logged)"))
+    shutdown_timeout_s: float = field(default=10.0, metadata=_help(
+        "on SIGTERM, longest wait to finish, publish and commit before exiting"))
+    log_level: str = field(default="INFO", metadata=_help("DEBUG, INFO, WARNING or ERROR"))
+    log_format: str = field(default="text", metadata=_help("log line format", choices=LOG_FORMATS))
+
+    def redacted(self) -> dict[str, Any]:
+        """The configuration as loggable values, secrets replaced."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS and value is not None:
+                value = "***"
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+    def kafka_security(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients (TLS context built and verified here)."""
+        kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            context = ssl.create_default_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+            )
+            if self.ssl_certfile:
+                context.load_cert_chain(
+                    str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
+                )
+            kwargs["ssl_context"] = context
+        if self.security_protocol.startswith("SASL"):
+            kwargs.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        return kwargs
+
+
+def env_name(name: str) -> str:
+    return ENV_NAMES.get(name, f"PBA_{name.upper()}")
+
+
+def _field_type(f: dataclasses.Field[Any]) -> type:
+    text = str(f.type)
+    for candidate in (bool, int, float, Path):
+        if candidate.__name__ in text:
+            return candidate
+    return str
+
+
+def _convert(name: str, raw: Any, kind: type, problems: list[str], where: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{raw!r} is not a boolean (true/false)")
+        if kind is int and isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(f"{raw!r} is not a whole number")
+        return kind(raw)
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{name} ({where}): {exc}")
+        return None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field; defaults stay None so unset flags do not override other layers."""
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE.toml",
+                        help="TOML file with any of the settings below (env PBA_CONFIG)")
+    for f in fields(ServiceConfig):
+        kind = _field_type(f)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (env {env_name(f.name)}; default {f.default!r})"
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, help=help_text,
+                                choices=f.metadata.get("choices"), metavar=f.name.upper())
+
+
+def load_config(
+    args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
+) -> ServiceConfig:
+    """Merge the layers and validate; raises ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    config_path = getattr(args, "config", None) or environ.get("PBA_CONFIG")
+    known = {f.name: f for f in fields(ServiceConfig)}
+    if config_path:
+        for key, raw in _read_toml(Path(config_path), problems).items():
+            if key not in known:
+                problems.append(f"{config_path}: unknown setting {key!r}")
+                continue
+            values[key] = _convert(key, raw, _field_type(known[key]), problems, str(config_path))
+    for name, f in known.items():
+        if env_name(name) in environ:
+            values[name] = _convert(name, environ[env_name(name)], _field_type(f), problems, env_name(name))
+    for name, f in known.items():
+        raw = getattr(args, name, None) if args is not None else None
+        if raw is not None:
+            values[name] = _convert(name, raw, _field_type(f), problems, "--" + name.replace("_", "-"))
+    if problems:
+        raise ConfigError(_report(problems))
+    config = ServiceConfig(**{k: v for k, v in values.items() if v is not None or k in _NULLABLE})
+    problems = validate(config)
+    if problems:
+        raise ConfigError(_report(problems))
+    return config
+
+
+_NULLABLE = frozenset(
+    f.name for f in fields(ServiceConfig) if f.default is None
+)
+
+
+def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        problems.append(f"config file {path} does not exist")
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"config file {path} is not valid TOML: {exc}")
+        return {}
+    return data.get("pba", data) if isinstance(data.get("pba"), dict) else data
+
+
+def validate(config: ServiceConfig) -> list[str]:
+    problems = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    check(config.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {config.mode!r}")
+    check(config.precision in PRECISIONS, f"precision must be float or int8, got {config.precision!r}")
+    check(config.security_protocol in SECURITY_PROTOCOLS,
+          f"security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}")
+    check(config.sasl_mechanism in SASL_MECHANISMS,
+          f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}")
+    check(config.log_format in LOG_FORMATS, "log_format must be text or json")
+    check(config.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+          f"log_level must be DEBUG, INFO, WARNING or ERROR, got {config.log_level!r}")
+    check(0 <= config.metrics_port <= 65535, f"metrics_port must be 0..65535, got {config.metrics_port}")
+    for name in ("input_topic", "output_topic", "dlq_topic", "group_id"):
+        check(bool(getattr(config, name)), f"{name} must not be empty")
+    topics = [config.input_topic, config.output_topic, config.dlq_topic]
+    check(len(set(topics)) == 3, "input, output and dead-letter topics must all differ")
+    check(config.shadow_topic != config.input_topic, "shadow_topic must differ from the input topic")
+    check(config.max_links >= 1, "max_links must be at least 1")
+    check(config.batch_max >= 1, "batch_max must be at least 1")
+    check(config.batch_wait_ms >= 0, "batch_wait_ms must be >= 0")
+    check(config.max_in_flight >= 1, "max_in_flight must be at least 1")
+    check(config.idle_evict_s > 0, "idle_evict_s must be > 0")
+    check(config.horizon_s > 0, "horizon_s must be > 0")
+    check(config.max_event_bytes >= 256, "max_event_bytes must be at least 256")
+    check(config.rebuild_seconds >= 0 and config.rebuild_max_records >= 0,
+          "rebuild_seconds and rebuild_max_records must be >= 0")
+    check(config.shutdown_timeout_s > 0, "shutdown_timeout_s must be > 0")
+    check(config.inference_threads >= 0, "inference_threads must be >= 0 (0: all cores)")
+    if config.bootstrap is not None:
+        for server in config.bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            check(bool(host) and port.isdigit(),
+                  f"bootstrap {server!r} must look like HOST:PORT (e.g. kafka-1:9092)")
+    if config.security_protocol in ("SSL", "SASL_SSL"):
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(config, name)
+            check(path is None or Path(path).is_file(), f"{name} {path} does not exist")
+        check(config.ssl_keyfile is None or config.ssl_certfile is not None,
+              "ssl_keyfile needs ssl_certfile")
+    elif config.ssl_cafile or config.ssl_certfile:
+        problems.append("ssl_* files are set but security_protocol is "
+                        f"{config.security_protocol}; use SSL or SASL_SSL")
+    if config.security_protocol.startswith("SASL"):
+        check(bool(config.sasl_username) and bool(config.sasl_password),
+              f"security_protocol {config.security_protocol} needs sasl_username and sasl_password "
+              "(set the password with PBA_SASL_PASSWORD)")
+    if config.models is not None:
+        check(Path(config.models).is_dir(), f"models directory {config.models} does not exist")
+    if config.flags_file is not None:
+        check(Path(config.flags_file).is_file(), f"flags_file {config.flags_file} does not exist")
+    return problems
+
+
+def _report(problems: Sequence[str]) -> str:
+    return "invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems)

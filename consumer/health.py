@@ -1,0 +1,63 @@
+"""/healthz, /readyz and /metrics over HTTP, served from a background thread.
+
+prometheus-client's WSGI app serves /metrics; the two probes are routed in front of it.
+A thread (not the event loop) serves them, so a scrape never waits behind a batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+Readiness = Callable[[], tuple[bool, str]]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        """Scrapes every few seconds would flood the log."""
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class HealthServer:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, readiness: Readiness) -> None:
+        metrics_app = make_wsgi_app(registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path == "/healthz":
+                return _text(start_response, "200 OK", "ok\n")
+            if path == "/readyz":
+                ready, reason = readiness()
+                return _text(start_response, "200 OK" if ready else "503 Service Unavailable",
+                             f"{'ready' if ready else 'not ready'}: {reason}\n")
+            if path == "/metrics":
+                return metrics_app(environ, start_response)
+            return _text(start_response, "404 Not Found", "try /metrics, /healthz or /readyz\n")
+
+        self._server = make_server(host, port, app, server_class=_ThreadingServer,
+                                   handler_class=_QuietHandler)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="pba-http", daemon=True)
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _text(start_response: Callable[..., Any], status: str, body: str) -> list[bytes]:
+    data = body.encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(data)))])
+    return [data]

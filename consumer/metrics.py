@@ -1,0 +1,84 @@
+"""Prometheus metrics of the service (documented in docs/METRICS.md).
+
+Labels are bounded sets only (mode, source, reason, partition, predictor): never a link
+id, so the number of series stays flat at any number of links.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+ERROR_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """All series of one service instance, in their own registry (tests run several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "pba_events_consumed_total", "Input messages read from Kafka", registry=r)
+        self.events_invalid = Counter(
+            "pba_events_invalid_total", "Input messages dead-lettered, by reason", ["reason"], registry=r)
+        self.events_late = Counter(
+            "pba_events_late_total", "Valid events not newer than their link's newest (not predicted)",
+            registry=r)
+        self.predictions = Counter(
+            "pba_predictions_total", "Predictions published, by mode and source",
+            ["mode", "source"], registry=r)
+        self.shadow_predictions = Counter(
+            "pba_shadow_predictions_total", "Predictions published flagged shadow=true", registry=r)
+        self.inference_seconds = Histogram(
+            "pba_inference_seconds", "Model inference time per batch, by mode", ["mode"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.end_to_end_seconds = Histogram(
+            "pba_end_to_end_seconds",
+            "From the event's arrival in Kafka (record timestamp) to its prediction's acknowledgement",
+            ["mode"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "pba_batch_size", "Events per processed batch", buckets=BATCH_BUCKETS, registry=r)
+        self.links_tracked = Gauge("pba_links_tracked", "Links with a window in memory", registry=r)
+        self.links_evicted = Counter(
+            "pba_links_evicted_total", "Links forgotten, by reason (idle, cap)", ["reason"], registry=r)
+        self.link_cap_reached = Gauge(
+            "pba_link_cap_reached", "1 while the link cap forces evictions", registry=r)
+        self.consumer_lag = Gauge(
+            "pba_consumer_lag", "Messages behind the end of each assigned input partition",
+            ["partition"], registry=r)
+        self.commit_seconds = Histogram(
+            "pba_commit_seconds", "Offset commit latency", buckets=LATENCY_BUCKETS, registry=r)
+        self.commit_failures = Counter(
+            "pba_commit_failures_total", "Offset commits that failed (retried)", registry=r)
+        self.rebalances = Counter(
+            "pba_rebalances_total", "Partition assignments and revocations", ["kind"], registry=r)
+        self.windows_rebuilt = Counter(
+            "pba_rebuild_records_total", "Input records replayed to rebuild windows on assignment",
+            registry=r)
+        self.mode_switches = Counter(
+            "pba_mode_switches_total", "Links whose detected mode changed", registry=r)
+        self.hits = Counter(
+            "pba_accuracy_hits_total", "Scored predictions within +/-20 % of the next sample",
+            ["mode", "predictor"], registry=r)
+        self.scored = Counter(
+            "pba_accuracy_scored_total", "Predictions scored against the next sample",
+            ["mode", "predictor"], registry=r)
+        self.abs_pct_error = Histogram(
+            "pba_absolute_percentage_error", "|predicted - actual| / actual of scored predictions",
+            ["mode", "predictor"], buckets=ERROR_BUCKETS, registry=r)
+        self.drift = Gauge(
+            "pba_drift_detected", "1 while the drift detector flags sustained error growth",
+            ["mode"], registry=r)
+        self.model_info = Info("pba_model", "Loaded model versions", registry=r)
+        self.fallback_active = Gauge(
+            "pba_fallback_active", "1 when a mode is served by the heuristic because its model failed",
+            ["mode"], registry=r)
+        self.model_load_failures = Counter(
+            "pba_model_load_failures_total", "Model (re)loads that failed", registry=r)
+        self.ready = Gauge("pba_ready", "1 when partitions are assigned and models loaded", registry=r)
+        self.flag_reloads = Counter(
+            "pba_flag_reloads_total", "Feature-flag file reloads, by result", ["result"], registry=r)
+        self.paused = Gauge(
+            "pba_fetch_paused", "1 while fetching is paused because too much is in flight", registry=r)

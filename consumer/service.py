@@ -1,0 +1,447 @@
+"""`pba run`: the streaming service, all of its I/O.
+
+Flow: getmany() -> Processor.process (in the one inference thread) -> produce predictions
+and dead letters -> when every message of a batch is acknowledged, commit the batch's
+offsets (at-least-once). Batches are committed in order; at most `max_in_flight` wait for
+acknowledgement before fetching waits (backpressure).
+
+Rebalances: on revoke, the batch in progress finishes, everything in flight is
+acknowledged and committed, and the windows of revoked partitions are dropped. On assign,
+each partition's recent history before its committed offset is replayed into the windows
+(without publishing), so a moved or restarted link predicts with its model at once and a
+re-sent prediction repeats its id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from consumer.config import ServiceConfig
+from consumer.flags import FlagsFile
+from consumer.health import HealthServer
+from consumer.metrics import Metrics
+from consumer.processor import BatchOutput, Outgoing, Processor
+from predictor.engine import Engine
+from predictor.pipeline import Pipeline
+from predictor.runtime import ModelSet, SessionSettings, load_models
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 100
+HOUSEKEEPING_S = 1.0
+SEND_RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+def modes_needing_models(mode: str) -> tuple[str, ...]:
+    return {"datacenter": ("datacenter",), "internet": ("internet",)}.get(
+        mode, ("datacenter", "internet")
+    )
+
+
+@dataclass
+class _InFlight:
+    messages: list[Outgoing]
+    offsets: dict[TopicPartition, int]
+    futures: list[asyncio.Future[Any]]
+    done: asyncio.Future[Any] | None = None
+    acked_at: float = 0.0
+    attempts: int = 0
+    failed: list[int] = field(default_factory=list)
+
+
+class Service:
+    def __init__(self, config: ServiceConfig, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.models: ModelSet = load_models(
+            config.models,
+            modes_needing_models(config.mode),
+            SessionSettings(intra_op_threads=config.inference_threads, precision=config.precision),
+            allow_fallback=config.allow_fallback,
+        )
+        self._report_models()
+        self.pipeline = Pipeline(Engine(self.models), config.mode, config.max_links)
+        self.processor = Processor(self.pipeline, config, self.metrics)
+        self.flags = FlagsFile(config.flags_file)
+        self.processor.flags = self.flags.flags
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pba-inference")
+        self._in_flight: deque[_InFlight] = deque()
+        self._lock = asyncio.Lock()
+        self._assigned: set[TopicPartition] = set()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._history: AIOKafkaConsumer | None = None
+        self._broker_ok = False
+        self.bootstrap = config.bootstrap
+
+    # -- start-up and shutdown -------------------------------------------------------
+
+    def _report_models(self) -> None:
+        versions = {mode: model.version for mode, model in self.models.models.items()}
+        self.metrics.model_info.info({k: v for k, v in versions.items()} or {"none": "fallback"})
+        for mode in modes_needing_models(self.config.mode):
+            failed = mode in self.models.unavailable
+            self.metrics.fallback_active.labels(mode).set(1 if failed else 0)
+            if failed:
+                self.metrics.model_load_failures.inc()
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self._broker_ok:
+            return False, "not connected to Kafka"
+        if not self._assigned:
+            return False, "no partitions assigned yet"
+        if not self.models.models and not self.config.allow_fallback:
+            return False, "no models loaded"
+        return True, f"{len(self._assigned)} partitions, models {sorted(self.models.models) or 'fallback'}"
+
+    def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer, AIOKafkaConsumer]:
+        c = self.config
+        security = c.kafka_security()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=c.group_id,
+            client_id="pba-stream",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=max(1 << 20, c.max_event_bytes * 64),
+            **security,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id="pba-stream",
+            acks="all",
+            linger_ms=2,
+            max_batch_size=256 * 1024,
+            enable_idempotence=c.idempotent,
+            **security,
+        )
+        history = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            client_id="pba-stream-rebuild",
+            enable_auto_commit=False,
+            **security,
+        )
+        return consumer, producer, history
+
+    async def _start_clients(self, stop: asyncio.Event) -> bool:
+        """Connect, retrying with backoff while the broker is unreachable (no crash loop)."""
+        delay = 0.5
+        while not stop.is_set():
+            consumer, producer, history = self._clients()
+            try:
+                await producer.start()
+                await history.start()
+                await consumer.start()
+            except KafkaError as exc:
+                log.warning("cannot reach Kafka at %s (%s); retrying in %.1f s", self.bootstrap, exc, delay)
+                for client in (consumer, producer, history):
+                    with contextlib.suppress(Exception):
+                        await client.stop()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self._consumer, self._producer, self._history = consumer, producer, history
+            consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
+            self._broker_ok = True
+            return True
+        return False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        server = None
+        if self.config.metrics_port:
+            server = HealthServer(self.config.metrics_bind, self.config.metrics_port,
+                                  self.metrics.registry, self.readiness).start()
+            log.info("metrics and health on http://%s:%d/metrics", self.config.metrics_bind, server.port)
+        housekeeping = asyncio.create_task(self._housekeeping(stop))
+        try:
+            if await self._start_clients(stop):
+                log.info("consuming %s as group %s, publishing to %s", self.config.input_topic,
+                         self.config.group_id, self.config.output_topic)
+                await self._consume(stop)
+        finally:
+            housekeeping.cancel()
+            await self._shutdown()
+            if server:
+                server.stop()
+            self._worker.shutdown(wait=True)
+
+    async def _shutdown(self) -> None:
+        """Finish what is in flight, commit, leave the group, within the configured time."""
+        try:
+            async with asyncio.timeout(self.config.shutdown_timeout_s):
+                async with self._lock:
+                    await self._drain()
+        except (TimeoutError, KafkaError) as exc:
+            log.error("shutdown did not finish cleanly (%s); uncommitted events will be re-read", exc)
+        for client in (self._consumer, self._history, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+        self.metrics.ready.set(0)
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        assert self._consumer is not None
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                batches = await self._consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=self.config.batch_max
+                )
+                self._broker_ok = True
+            except KafkaError as exc:
+                self._broker_ok = False
+                log.warning("fetch failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            records = [r for recs in batches.values() for r in recs]
+            if records and len(records) < self.config.batch_max and self.config.batch_wait_ms:
+                # micro-batching: a short wait lets a busy stream fill one bigger ONNX batch
+                more = await self._consumer.getmany(
+                    timeout_ms=self.config.batch_wait_ms,
+                    max_records=self.config.batch_max - len(records),
+                )
+                records.extend(r for recs in more.values() for r in recs)
+            async with self._lock:
+                if records:
+                    output = await loop.run_in_executor(self._worker, self.processor.process, records)
+                    await self._publish(output)
+                    await self._complete(block=len(self._in_flight) >= self.config.max_in_flight)
+                else:
+                    await self._complete(block=True)
+
+    async def _publish(self, output: BatchOutput) -> None:
+        batch = _InFlight(output.messages, output.offsets, [])
+        batch.futures = [await self._send(m) for m in output.messages]
+        self._watch(batch)
+        self._in_flight.append(batch)
+
+    @staticmethod
+    def _watch(batch: _InFlight) -> None:
+        """One future for the whole batch; its completion time is the acknowledgement time."""
+
+        def acknowledged(_: asyncio.Future[Any]) -> None:
+            batch.acked_at = time.time()
+
+        batch.done = asyncio.ensure_future(asyncio.gather(*batch.futures, return_exceptions=True))
+        batch.done.add_done_callback(acknowledged)
+
+    async def _send(self, message: Outgoing) -> asyncio.Future[Any]:
+        assert self._producer is not None
+        return await self._producer.send(
+            message.topic, message.value, key=message.key, headers=message.headers
+        )
+
+    async def _complete(self, block: bool) -> None:
+        """Commit every leading batch whose messages are all acknowledged; with block, wait
+        for at least the oldest (backpressure when too much is in flight)."""
+        self.metrics.paused.set(1 if block and self._in_flight else 0)
+        while self._in_flight:
+            batch = self._in_flight[0]
+            assert batch.done is not None
+            if not batch.done.done():
+                if not block:
+                    return
+                await batch.done
+            results = batch.done.result()
+            failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+            if failed:
+                await self._resend(batch, failed)
+                continue
+            self._in_flight.popleft()
+            self._observe_latency(batch)
+            await self._commit(batch.offsets)
+            block = False
+
+    async def _resend(self, batch: _InFlight, failed: list[int]) -> None:
+        """Publishing failed after the producer's own retries: try again, with backoff,
+        without committing. Nothing is skipped; a stuck broker stalls the service instead."""
+        delay = SEND_RETRY_BACKOFF_S[min(batch.attempts, len(SEND_RETRY_BACKOFF_S) - 1)]
+        batch.attempts += 1
+        error = batch.done.result()[failed[0]] if batch.done else None
+        log.warning("%d messages not acknowledged (%s); resending in %.1f s", len(failed), error, delay)
+        self._broker_ok = False
+        await asyncio.sleep(delay)
+        for i in failed:
+            try:
+                batch.futures[i] = await self._send(batch.messages[i])
+            except KafkaError as exc:
+                future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                future.set_exception(exc)
+                batch.futures[i] = future
+        self._watch(batch)
+
+    def _observe_latency(self, batch: _InFlight) -> None:
+        acked = batch.acked_at or time.time()
+        for message in batch.messages:
+            if message.mode and message.arrival_ms:
+                self.metrics.end_to_end_seconds.labels(message.mode).observe(
+                    max(0.0, acked - message.arrival_ms / 1000.0)
+                )
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        owned = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items() if tp in self._assigned}
+        if not owned:
+            return
+        started = time.perf_counter()
+        try:
+            await self._consumer.commit(owned)
+            self._broker_ok = True
+        except KafkaError as exc:
+            # the events stay uncommitted and are predicted again (same ids) after a restart
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit failed (%s); those events will be re-read later", exc)
+            return
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+
+    async def _drain(self) -> None:
+        await self._complete(block=True)
+        while self._in_flight:
+            await self._complete(block=True)
+
+    # -- rebalance -------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("revoke").inc()
+        async with self._lock:
+            await self._drain()
+            self._assigned -= revoked
+            partitions = {tp.partition for tp in revoked if tp.topic == self.config.input_topic}
+            if partitions:
+                dropped = await asyncio.get_running_loop().run_in_executor(
+                    self._worker, self.processor.forget_partitions, partitions)
+                log.info("revoked %d partitions, dropped %d links", len(revoked), dropped)
+        self.metrics.ready.set(1 if self.readiness()[0] else 0)
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("assign").inc()
+        started = time.perf_counter()
+        replayed = 0
+        # the lock keeps the main loop from predicting a new event of a link before that
+        # link's history is back in its window (the fetcher starts as soon as we are assigned)
+        async with self._lock:
+            for tp in sorted(assigned):
+                replayed += await self._rebuild(tp)
+            self._assigned |= assigned
+        self.metrics.ready.set(1 if self.readiness()[0] else 0)
+        log.info("assigned %d partitions; rebuilt windows from %d records in %.2f s",
+                 len(assigned), replayed, time.perf_counter() - started)
+
+    async def _rebuild(self, tp: TopicPartition) -> int:
+        """Replay the partition's recent history before the committed offset into the windows."""
+        assert self._consumer is not None and self._history is not None
+        c = self.config
+        if c.rebuild_max_records == 0 or c.rebuild_seconds == 0:
+            return 0
+        try:
+            committed = await self._consumer.committed(tp)
+            if not committed:
+                return 0
+            first = (await self._history.beginning_offsets([tp]))[tp]
+            start = max(first, committed - c.rebuild_max_records)
+            with contextlib.suppress(KafkaError, ValueError):
+                found = await self._history.offsets_for_times(
+                    {tp: int((time.time() - c.rebuild_seconds) * 1000)})
+                if found.get(tp) is not None:
+                    start = max(start, min(found[tp].offset, committed))
+            if start >= committed:
+                return 0
+            self._history.assign([tp])
+            self._history.seek(tp, start)
+            records = []
+            while await self._history.position(tp) < committed:
+                got = await self._history.getmany(tp, timeout_ms=1000, max_records=5000)
+                batch = [r for r in got.get(tp, []) if r.offset < committed]
+                if not got:
+                    break
+                records.extend(batch)
+            taken = await asyncio.get_running_loop().run_in_executor(
+                self._worker, self.processor.replay, records)
+            self.metrics.windows_rebuilt.inc(len(records))
+            log.debug("rebuilt %s from offsets %d..%d: %d records, %d samples taken",
+                      tp, start, committed, len(records), taken)
+            return int(taken)
+        except KafkaError as exc:
+            log.warning("could not rebuild windows for %s (%s); its links warm up again", tp, exc)
+            return 0
+
+    # -- background ------------------------------------------------------------------
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """Every second: flags file, idle eviction, consumer lag, readiness."""
+        loop = asyncio.get_running_loop()
+        evict_every = max(1.0, min(60.0, self.config.idle_evict_s / 10))
+        last_evict = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(HOUSEKEEPING_S)
+            reloaded = self.flags.poll()
+            if reloaded is not None:
+                self.metrics.flag_reloads.labels("ok" if reloaded else "rejected").inc()
+                self.processor.flags = self.flags.flags
+            if time.monotonic() - last_evict >= evict_every:
+                last_evict = time.monotonic()
+                await loop.run_in_executor(self._worker, self.processor.evict_idle)
+            await self._update_lag()
+            self.metrics.ready.set(1 if self.readiness()[0] else 0)
+
+    async def _update_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for tp in list(self._assigned):
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            with contextlib.suppress(Exception):
+                position = await asyncio.wait_for(consumer.position(tp), 0.5)
+                self.metrics.consumer_lag.labels(str(tp.partition)).set(max(0, high - position))
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.service.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.service.on_assigned(set(assigned))
+
+
+async def serve(config: ServiceConfig) -> int:
+    """Run until SIGTERM/SIGINT; start the embedded broker when no bootstrap is given."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    broker = None
+    service = Service(config)
+    if config.bootstrap is None:
+        from consumer.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker().start()
+        service.bootstrap = broker.bootstrap
+        print(f"no --bootstrap given: started the embedded broker at {broker.bootstrap}", flush=True)
+    try:
+        await service.run(stop)
+    finally:
+        if broker is not None:
+            broker.stop()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,76 @@
+"""Configuration: defaults < TOML < environment < flags, validated with actionable messages."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from consumer.config import ConfigError, ServiceConfig, add_arguments, load_config
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_defaults_match_the_design() -> None:
+    config = load_config(parse(), environ={})
+    assert config.input_topic == "network.metrics"
+    assert config.output_topic == "bandwidth.predictions"
+    assert config.dlq_topic == "network.metrics.dlq"
+    assert config.mode == "auto" and config.bootstrap is None
+
+
+def test_layers_override_in_order(tmp_path: Path) -> None:
+    toml = tmp_path / "pba.toml"
+    toml.write_text('group_id = "from-file"\nmode = "internet"\nbatch_max = 64\nmetrics_port = 1\n')
+    env = {"PBA_CONFIG": str(toml), "PBA_MODE": "datacenter", "PBA_KAFKA_BOOTSTRAP": "k:9092",
+           "PBA_METRICS_PORT": "2"}
+    config = load_config(parse("--metrics-port", "3"), environ=env)
+    assert config.group_id == "from-file"  # file only
+    assert config.batch_max == 64
+    assert config.mode == "datacenter"  # env beats file
+    assert config.bootstrap == "k:9092"
+    assert config.metrics_port == 3  # flag beats env
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(parse(), environ={
+            "PBA_IDEMPOTENT": "maybe", "PBA_METRICS_PORT": "x", "PBA_MODE": "edge"})
+    text = str(caught.value)
+    assert "idempotent" in text and "not a boolean" in text
+    assert "metrics_port (PBA_METRICS_PORT)" in text
+
+
+def test_semantic_checks_name_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(parse("--bootstrap", "kafka", "--batch-max", "0", "--security-protocol", "SASL_SSL",
+                          "--ssl-cafile", str(tmp_path / "missing.pem")), environ={})
+    text = str(caught.value)
+    assert "bootstrap 'kafka' must look like HOST:PORT" in text
+    assert "batch_max must be at least 1" in text
+    assert "needs sasl_username and sasl_password" in text
+    assert "ssl_cafile" in text and "does not exist" in text
+
+
+def test_unknown_toml_keys_and_bad_toml_are_errors(tmp_path: Path) -> None:
+    toml = tmp_path / "pba.toml"
+    toml.write_text("modee = 'auto'\n")
+    with pytest.raises(ConfigError, match="unknown setting 'modee'"):
+        load_config(parse("--config", str(toml)), environ={})
+    toml.write_text("mode = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(parse("--config", str(toml)), environ={})
+
+
+def test_secrets_are_redacted_and_reach_the_kafka_client() -> None:
+    config = ServiceConfig(security_protocol="SASL_PLAINTEXT", sasl_username="svc",
+                           sasl_password="hunter2", sasl_mechanism="SCRAM-SHA-512")
+    assert "hunter2" not in str(config.redacted())
+    kwargs = config.kafka_security()
+    assert kwargs["sasl_plain_password"] == "hunter2"
+    assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"

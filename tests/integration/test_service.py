@@ -1,0 +1,161 @@
+"""`pba run` against the real (embedded) broker: one prediction per valid event, dead
+letters unchanged with headers, restarts and a second instance lose nothing, SIGTERM exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+from kafka_support import (
+    Topics,
+    event,
+    link_events,
+    predictions,
+    produce,
+    read,
+    running_service,
+    service_config,
+    service_process,
+)
+
+pytestmark = pytest.mark.integration
+
+BAD = [
+    (b"bad-1", b"not json at all"),
+    (b"bad-2", orjson.dumps({"link_id": "x", "ts": 1, "bandwidth_mbps": -5})),
+    (None, orjson.dumps({"ts": 1, "bandwidth_mbps": 5})),
+    (b"bad-4", b"\xff\xfe\x00"),
+    (b"bad-5", orjson.dumps({"link_id": "x", "ts": 1, "bandwidth_mbps": 5, "schema_version": 9})),
+]
+
+
+def by_link(preds: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in sorted(preds, key=lambda p: p["ts"]):
+        out[p["link_id"]].append(p)
+    return out
+
+
+async def test_one_schema_valid_prediction_per_valid_event_and_bad_ones_dead_lettered(
+    kafka_bootstrap: str, topics: Topics, prediction_schema: jsonschema.Draft202012Validator
+) -> None:
+    links, per_link = 6, 70
+    good = link_events(links, per_link)
+    await produce(kafka_bootstrap, topics.input, good[:200] + BAD + good[200:])
+    async with running_service(service_config(kafka_bootstrap, topics)):
+        out = await read(kafka_bootstrap, topics.output, len(good))
+        dead = await read(kafka_bootstrap, topics.dlq, len(BAD))
+
+    preds = predictions(out)
+    assert len(preds) == len(good)
+    assert len({p["prediction_id"] for p in preds}) == len(good)
+    for record, p in zip(out, preds, strict=True):
+        prediction_schema.validate(p)
+        assert record.key == p["link_id"].encode()
+    for link, series in by_link(preds).items():
+        assert [p["source"] for p in series] == ["fallback"] * 59 + ["model"] * (per_link - 59), link
+        assert all(p["mode"] == "internet" for p in series)
+
+    assert sorted(r.value for r in dead) == sorted(value for _, value in BAD)
+    for record in dead:
+        headers = dict(record.headers)
+        assert headers["pba.source.topic"] == topics.input.encode()
+        assert int(headers["pba.source.offset"]) >= 0 and headers["pba.error.reason"]
+        original_key = next(k for k, v in BAD if v == record.value)
+        assert record.key == original_key
+
+
+async def test_late_and_duplicate_events_are_counted_not_predicted(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    messages = [(b"a", event("a", 100.0, 10)), (b"a", event("a", 101.0, 11)),
+                (b"a", event("a", 101.0, 12)), (b"a", event("a", 99.0, 13)),
+                (b"a", event("a", 102.0, 14))]
+    await produce(kafka_bootstrap, topics.input, messages)
+    async with running_service(service_config(kafka_bootstrap, topics)) as service:
+        out = await read(kafka_bootstrap, topics.output, 3)
+        late = service.metrics.events_late._value.get()
+    assert [p["ts"] for p in predictions(out)] == [100.0, 101.0, 102.0]
+    assert late == 2
+
+
+async def test_restart_rebuilds_windows_and_loses_nothing(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    links, per_link = 4, 90
+    events = link_events(links, per_link)
+    first, second = events[: links * 70], events[links * 70:]
+    config = service_config(kafka_bootstrap, topics)
+    await produce(kafka_bootstrap, topics.input, first)
+    async with running_service(config):
+        await read(kafka_bootstrap, topics.output, len(first))
+    await produce(kafka_bootstrap, topics.input, second)
+    async with running_service(config):
+        out = await read(kafka_bootstrap, topics.output, len(events))
+    preds = predictions(out)
+    assert len(preds) == len(events) and len({p["prediction_id"] for p in preds}) == len(events)
+    for series in by_link(preds).values():
+        after_restart = series[70]
+        assert after_restart["source"] == "model", "window was not rebuilt after the restart"
+
+
+async def test_two_instances_split_the_links_and_lose_nothing(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    events = link_events(12, 30)
+    await produce(kafka_bootstrap, topics.input, events)
+    config = service_config(kafka_bootstrap, topics)
+    async with running_service(config) as a, running_service(config) as b:
+        out = await read(kafka_bootstrap, topics.output, len(events), timeout=90)
+        served_a = sum(a.metrics.predictions.labels(m, s)._value.get()
+                       for m in ("internet",) for s in ("model", "fallback"))
+        served_b = sum(b.metrics.predictions.labels(m, s)._value.get()
+                       for m in ("internet",) for s in ("model", "fallback"))
+    preds = predictions(out)
+    ids = Counter(p["prediction_id"] for p in preds)
+    keys = {(p["link_id"], p["ts"]) for p in preds}
+    assert len(keys) == len(events), "an event has no prediction"
+    for p in preds:  # any repeat is an exact repeat (same event, same id)
+        assert ids[p["prediction_id"]] >= 1
+    assert len(ids) == len(keys)
+    assert served_a > 0 and served_b > 0, "one instance got no partitions"
+    assert served_a + served_b >= len(events)
+
+
+def test_sigterm_exits_zero_after_committing(kafka_bootstrap: str, topics: Topics) -> None:
+    events = link_events(3, 20)
+    asyncio.run(produce(kafka_bootstrap, topics.input, events))
+    with service_process(kafka_bootstrap, topics, "--mode", "internet") as proc:
+        out = asyncio.run(read(kafka_bootstrap, topics.output, len(events), settle=0.5))
+        assert len(out) == len(events)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert time.monotonic() - started < 15
+    # committed: a new member of the group has nothing left to predict
+    with service_process(kafka_bootstrap, topics, "--mode", "internet") as proc:
+        again = asyncio.run(read(kafka_bootstrap, topics.output, len(events) + 1, timeout=12))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert len(again) == len(events)
+
+
+def test_bad_configuration_is_refused_with_every_problem_named() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "run", "--bootstrap", "nonsense", "--mode", "auto",
+         "--metrics-port", "70000", "--output-topic", "network.metrics"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "bootstrap 'nonsense' must look like HOST:PORT" in done.stderr
+    assert "metrics_port must be 0..65535" in done.stderr
+    assert "topics must all differ" in done.stderr

@@ -1,0 +1,125 @@
+"""Helpers for tests against the real broker: produce, read back, run the service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from consumer.config import ServiceConfig
+from consumer.service import Service
+
+
+@dataclass
+class Topics:
+    input: str
+    output: str
+    dlq: str
+    group: str
+
+
+def event(link: str, ts: float, bw: float, latency: float | None = 80.0) -> bytes:
+    return orjson.dumps({"link_id": link, "ts": ts, "bandwidth_mbps": bw, "latency_ms": latency})
+
+
+def link_events(links: int, per_link: int, t0: float = 1_700_000_000.0) -> list[tuple[bytes, bytes]]:
+    """Round-robin events: every link's series is a smooth wave, keyed by link id."""
+    out = []
+    for i in range(per_link):
+        for k in range(links):
+            link = f"link-{k:03d}"
+            out.append((link.encode(), event(link, t0 + i, 100.0 + 10 * k + 5 * ((i % 10) - 5))))
+    return out
+
+
+async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    n = 0
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+        n = len(futures)
+    finally:
+        await producer.stop()
+    return n
+
+
+async def read(bootstrap: str, topic: str, count: int, timeout: float = 60.0,
+               settle: float = 1.5) -> list[ConsumerRecord]:
+    """Read `count` messages from the start (then `settle` more seconds to catch extras)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            got = await consumer.getmany(timeout_ms=500)
+            for recs in got.values():
+                records.extend(recs)
+            if len(records) >= count:
+                deadline = min(deadline, time.monotonic() + settle)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def predictions(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in records]
+
+
+@contextlib.asynccontextmanager
+async def running_service(config: ServiceConfig) -> AsyncIterator[Service]:
+    """The service in this process (same event loop), stopped cleanly on exit."""
+    service = Service(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def service_config(bootstrap: str, topics: Topics, **overrides: Any) -> ServiceConfig:
+    base: dict[str, Any] = dict(
+        bootstrap=bootstrap, input_topic=topics.input, output_topic=topics.output,
+        dlq_topic=topics.dlq, group_id=topics.group, metrics_port=0, mode="internet",
+    )
+    base.update(overrides)
+    return ServiceConfig(**base)
+
+
+@contextlib.contextmanager
+def service_process(bootstrap: str, topics: Topics, *extra: str,
+                    env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """`pba run` as a real process (for signals, kills and restarts)."""
+    cmd = [sys.executable, "-m", "consumer.cli", "run", "--bootstrap", bootstrap,
+           "--input-topic", topics.input, "--output-topic", topics.output, "--dlq-topic", topics.dlq,
+           "--group-id", topics.group, "--metrics-port", "0", *extra]
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def repo_root() -> Path:
+    return Path(__file__).parents[2]
