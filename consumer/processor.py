@@ -5,6 +5,7 @@ which is the only thread that touches the pipeline's state.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ from predictor.pipeline import Pipeline, Round
 from predictor.window import MEASURED_CHANNELS
 from schemas import EventError, MetricEvent, decode_event
 from schemas.prediction import Allocation, Prediction, encode_prediction
+
+log = logging.getLogger(__name__)
 
 V1_VERSION = "v1-last-value"
 #: Share of a batch's time allowed for inference before the fallback takes over: half the
@@ -63,6 +66,7 @@ class Processor:
         store.add_column("pending_mode", np.int8, 0)
         self.drift = {mode: PageHinkley() for mode in MODE_NAMES}
         self._switches_seen = 0
+        self._cap_logged = -math.inf
 
     # -- batches ---------------------------------------------------------------------
 
@@ -241,6 +245,11 @@ class Processor:
         if store.cap_evictions_total:
             self.metrics.links_evicted.labels("cap").inc(store.cap_evictions_total)
             self.metrics.link_cap_reached.set(1)
+            if time.monotonic() - self._cap_logged > 60:
+                self._cap_logged = time.monotonic()
+                log.warning("link cap of %d reached: evicted the %d least recently seen links "
+                            "(raise --max-links or add instances)", store.max_links,
+                            store.cap_evictions_total)
             store.cap_evictions_total = 0
 
     def _dead_letter(self, record: ConsumerRecord, error: EventError) -> Outgoing:

@@ -34,8 +34,9 @@ from consumer.health import HealthServer
 from consumer.metrics import Metrics
 from consumer.processor import BatchOutput, Outgoing, Processor
 from predictor.engine import Engine
+from predictor.manifest import DEFAULT_MODELS_DIR, MANIFEST_NAME, ManifestError
 from predictor.pipeline import Pipeline
-from predictor.runtime import ModelSet, SessionSettings, load_models
+from predictor.runtime import ModelError, ModelSet, SessionSettings, load_models
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ class Service:
         self.pipeline = Pipeline(Engine(self.models), config.mode, config.max_links)
         self.processor = Processor(self.pipeline, config, self.metrics)
         self.flags = FlagsFile(config.flags_file)
-        self.processor.flags = self.flags.flags
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pba-inference")
         self._in_flight: deque[_InFlight] = deque()
         self._lock = asyncio.Lock()
@@ -85,6 +85,7 @@ class Service:
         self._history: AIOKafkaConsumer | None = None
         self._broker_ok = False
         self.bootstrap = config.bootstrap
+        self._apply_flags()
 
     # -- start-up and shutdown -------------------------------------------------------
 
@@ -381,6 +382,57 @@ class Service:
             log.warning("could not rebuild windows for %s (%s); its links warm up again", tp, exc)
             return 0
 
+    # -- models and flags --------------------------------------------------------------
+
+    async def reload_models(self) -> bool:
+        """Load the models directory again (SIGHUP, or its manifest changed) and swap the
+        new set in between two batches. A set that fails validation is refused and the
+        running models stay."""
+        loop = asyncio.get_running_loop()
+        try:
+            models = await loop.run_in_executor(None, self._load_models)
+        except (ManifestError, ModelError) as exc:
+            self.metrics.model_load_failures.inc()
+            log.error("model reload refused, keeping %s: %s", self._versions(), exc)
+            return False
+        await loop.run_in_executor(self._worker, self.pipeline.swap_engine, Engine(models))
+        old = self._versions()
+        self.models = models
+        self._report_models()
+        log.warning("models reloaded: %s -> %s", old, self._versions())
+        return True
+
+    def _load_models(self) -> ModelSet:
+        return load_models(
+            self.config.models,
+            modes_needing_models(self.config.mode),
+            SessionSettings(intra_op_threads=self.config.inference_threads, precision=self.config.precision),
+            allow_fallback=False,
+        )
+
+    def _versions(self) -> dict[str, str]:
+        return {mode: model.version for mode, model in self.models.models.items()}
+
+    def _manifest_mtime(self) -> float | None:
+        directory = self.config.models or DEFAULT_MODELS_DIR
+        with contextlib.suppress(OSError):
+            return (directory / MANIFEST_NAME).stat().st_mtime
+        return None
+
+    def _apply_flags(self) -> None:
+        flags = self.flags.flags
+        mode = flags.mode or self.config.mode
+        if mode != self.pipeline.mode:
+            missing = set(modes_needing_models(mode)) - set(self.models.models)
+            try:
+                if missing and not self.config.allow_fallback:
+                    raise ValueError(f"no {', '.join(sorted(missing))} model loaded")
+                self.pipeline.set_mode(mode)
+                log.warning("mode switched to %s by the flags file", mode)
+            except ValueError as exc:
+                log.error("flags ask for mode %s, refused: %s", mode, exc)
+        self.processor.flags = flags
+
     # -- background ------------------------------------------------------------------
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
@@ -388,12 +440,17 @@ class Service:
         loop = asyncio.get_running_loop()
         evict_every = max(1.0, min(60.0, self.config.idle_evict_s / 10))
         last_evict = time.monotonic()
+        manifest_mtime = self._manifest_mtime()
         while not stop.is_set():
             await asyncio.sleep(HOUSEKEEPING_S)
             reloaded = self.flags.poll()
             if reloaded is not None:
                 self.metrics.flag_reloads.labels("ok" if reloaded else "rejected").inc()
-                self.processor.flags = self.flags.flags
+                await loop.run_in_executor(self._worker, self._apply_flags)
+            mtime = self._manifest_mtime()
+            if mtime != manifest_mtime and mtime is not None:
+                manifest_mtime = mtime
+                await self.reload_models()
             if time.monotonic() - last_evict >= evict_every:
                 last_evict = time.monotonic()
                 await loop.run_in_executor(self._worker, self.processor.evict_idle)
@@ -432,6 +489,14 @@ async def serve(config: ServiceConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     broker = None
     service = Service(config)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = asyncio.create_task(service.reload_models())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     if config.bootstrap is None:
         from consumer.broker import EmbeddedBroker
 

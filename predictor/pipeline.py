@@ -73,6 +73,22 @@ class Pipeline:
         self.store.add_column("streak", np.int16, 0)
         self.store.add_column("streams", np.int64, 0)
 
+    def swap_engine(self, engine: Engine) -> None:
+        """Serve with other models from the next prediction on (hot reload)."""
+        self.engine = engine
+
+    def set_mode(self, mode: str) -> None:
+        """Change the prediction mode at run time; links re-detect (auto) or take the mode."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if window_length(mode) > self.store.length:
+            raise ValueError(f"windows hold {self.store.length} samples, {mode} needs {window_length(mode)}")
+        self.mode = mode
+        self._fixed_mode = None if mode == "auto" else mode_code(mode)
+        self.store.add_column("mode", np.int8, UNDECIDED if mode == "auto" else self._fixed_mode)
+        self.store.add_column("candidate", np.int8, UNDECIDED)
+        self.store.add_column("streak", np.int16, 0)
+
     def observe(
         self,
         link_ids: Sequence[str],

@@ -1,0 +1,146 @@
+"""Feature flags (rollout, kill switch, shadow), model hot reload, health and metrics
+endpoints, on the real broker with the service running in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka_support import (
+    Topics,
+    link_events,
+    predictions,
+    produce,
+    read,
+    running_service,
+    service_config,
+)
+
+from consumer.broker import free_port
+from consumer.processor import V1_VERSION
+from predictor.manifest import DEFAULT_MODELS_DIR, MANIFEST_NAME
+
+pytestmark = pytest.mark.integration
+
+
+async def test_rollout_zero_serves_every_link_with_v1(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    flags = tmp_path / "flags.toml"
+    flags.write_text("rollout_percent = 0\n")
+    events = link_events(3, 65)
+    await produce(kafka_bootstrap, topics.input, events)
+    async with running_service(service_config(kafka_bootstrap, topics, flags_file=flags)):
+        preds = predictions(await read(kafka_bootstrap, topics.output, len(events)))
+    assert len(preds) == len(events)
+    assert {p["model_version"] for p in preds} == {V1_VERSION}
+    assert not any(p["shadow"] for p in preds)
+
+
+async def test_shadow_mode_publishes_v3_beside_live_v1(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    flags = tmp_path / "flags.toml"
+    flags.write_text("shadow = true\n")
+    shadow_topic = topics.output + "-shadow"
+    events = link_events(2, 65)
+    await produce(kafka_bootstrap, topics.input, events)
+    config = service_config(kafka_bootstrap, topics, flags_file=flags, shadow_topic=shadow_topic)
+    async with running_service(config) as service:
+        live = predictions(await read(kafka_bootstrap, topics.output, len(events)))
+        shadow = predictions(await read(kafka_bootstrap, shadow_topic, len(events)))
+        await asyncio.sleep(0.5)
+        scored = {p: service.metrics.scored.labels("internet", p)._value.get() for p in ("v3", "v1")}
+    assert len(live) == len(shadow) == len(events)
+    assert all(not p["shadow"] and p["model_version"] == V1_VERSION for p in live)
+    assert all(p["shadow"] for p in shadow)
+    assert {p["source"] for p in shadow} == {"fallback", "model"}
+    assert scored["v3"] > 0 and scored["v1"] > 0  # both compared in metrics
+
+
+async def test_kill_switch_flips_to_v1_while_running(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    flags = tmp_path / "flags.toml"
+    flags.write_text("kill_switch = false\n")
+    events = link_events(2, 80)
+    half = len(events) // 2
+    await produce(kafka_bootstrap, topics.input, events[:half])
+    async with running_service(service_config(kafka_bootstrap, topics, flags_file=flags)):
+        await read(kafka_bootstrap, topics.output, half, settle=0.2)
+        flags.write_text("kill_switch = true\n")
+        await asyncio.sleep(2.5)  # the flags file is polled every second
+        await produce(kafka_bootstrap, topics.input, events[half:])
+        preds = predictions(await read(kafka_bootstrap, topics.output, len(events)))
+    later = [p for p in preds if p["ts"] >= orjson.loads(events[half][1])["ts"]]
+    assert later and {p["model_version"] for p in later} == {V1_VERSION}
+
+
+async def test_models_are_hot_reloaded_when_the_manifest_changes(
+    kafka_bootstrap: str, topics: Topics, tiny_models: Path, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    events = link_events(2, 70)
+    await produce(kafka_bootstrap, topics.input, events[:100])
+    async with running_service(service_config(kafka_bootstrap, topics, models=models)) as service:
+        first = predictions(await read(kafka_bootstrap, topics.output, 100, settle=0.2))
+        assert {p["model_version"] for p in first if p["source"] == "model"} <= {"internet-tiny-test"}
+
+        (models / MANIFEST_NAME).write_text("{ not json")  # a bad deployment is refused
+        assert not await service.reload_models()
+
+        for item in DEFAULT_MODELS_DIR.iterdir():  # a good one is taken
+            if item.is_file():
+                shutil.copy(item, models / item.name)
+        for _ in range(40):
+            if "internet" in service.models.models and "tiny" not in service.models.models["internet"].version:
+                break
+            await asyncio.sleep(0.25)
+        await produce(kafka_bootstrap, topics.input, events[100:])
+        preds = predictions(await read(kafka_bootstrap, topics.output, len(events)))
+    assert len(preds) == len(events), "events were dropped during the reload"
+    last = max(preds, key=lambda p: p["ts"])
+    assert last["source"] == "model" and "tiny" not in last["model_version"]
+    assert service.metrics.model_load_failures._value.get() == 1
+
+
+async def test_health_readiness_and_metrics_are_served(kafka_bootstrap: str, topics: Topics) -> None:
+    port = free_port()
+    events = link_events(2, 10)
+    await produce(kafka_bootstrap, topics.input, events + [(b"k", b"bad")])
+    async with running_service(service_config(kafka_bootstrap, topics, metrics_port=port,
+                                              metrics_bind="127.0.0.1")):
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(50):  # the server starts with the service task
+            try:
+                assert _get(base + "/healthz") == (200, "ok\n")
+                break
+            except urllib.error.URLError:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("/healthz never answered")
+        await read(kafka_bootstrap, topics.output, len(events), settle=0.5)
+        status, body = _get(base + "/readyz")
+        assert status == 200 and body.startswith("ready")
+        status, metrics = _get(base + "/metrics")
+        assert status == 200
+        assert 'pba_predictions_total{mode="internet",source="fallback"} 20.0' in metrics
+        assert 'pba_events_invalid_total{reason="invalid_json"} 1.0' in metrics
+        assert "pba_end_to_end_seconds_bucket" in metrics
+        assert "pba_consumer_lag" in metrics
+    with pytest.raises(urllib.error.URLError):
+        _get(base + "/healthz")
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
