@@ -99,7 +99,8 @@ async def test_models_are_hot_reloaded_when_the_manifest_changes(
             if item.is_file():
                 shutil.copy(item, models / item.name)
         for _ in range(40):
-            if "internet" in service.models.models and "tiny" not in service.models.models["internet"].version:
+            internet = service.models.models.get("internet")
+            if internet is not None and "tiny" not in internet.version:
                 break
             await asyncio.sleep(0.25)
         await produce(kafka_bootstrap, topics.input, events[100:])
