@@ -108,7 +108,7 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
     return data
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Ask Linux to SIGTERM the broker when the process that started it dies."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -174,7 +174,9 @@ class EmbeddedBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - Linux only, before exec
+            # its own session: a terminal's Ctrl-C reaches us, and we stop it in order
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - Linux only, before exec
         )
         self._wait_ready()
         return self

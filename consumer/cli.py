@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from predictor.pipeline import MODES
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def _kafka_args(parser: argparse.ArgumentParser, default_topic: str) -> None:
+    parser.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
+                        help="Kafka bootstrap servers (env PBA_KAFKA_BOOTSTRAP)")
+    parser.add_argument("--topic", default=default_topic, help=f"topic (default {default_topic})")
 
 
 def _port(text: str) -> int:
@@ -100,6 +108,89 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
 
 
+def _bootstrap(args: argparse.Namespace) -> str:
+    bootstrap = args.bootstrap or os.environ.get("PBA_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        raise SystemExit(f"pba {args.command}: give --bootstrap HOST:PORT (or set PBA_KAFKA_BOOTSTRAP)")
+    return str(bootstrap)
+
+
+def _run_until_signal(coro_factory: Callable[[Any], Any]) -> Any:
+    """Run a coroutine given a stop event that Ctrl-C / SIGTERM set, for a clean exit."""
+    import asyncio
+    import signal
+
+    async def main() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await coro_factory(stop)
+
+    return asyncio.run(main())
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from consumer.simulate import SimulationPlan, simulate
+
+    plan = SimulationPlan(links=args.links, rate=args.rate, duration=args.duration, regime=args.regime,
+                          traces=args.traces, scale=args.scale, bad_rate=args.bad_rate, seed=args.seed)
+    problems = plan.check()
+    if problems:
+        print("pba simulate: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    bootstrap = _bootstrap(args)
+    try:
+        _run_until_signal(lambda stop: simulate(plan, bootstrap, args.topic, progress=not args.quiet,
+                                                stop=stop))
+    except (KafkaError, ValueError, OSError) as exc:
+        print(f"pba simulate: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from consumer.tail import tail
+
+    bootstrap = _bootstrap(args)
+    try:
+        _run_until_signal(lambda stop: tail(
+            bootstrap, args.topic, as_json=args.json, from_beginning=args.from_beginning,
+            max_messages=args.max_messages, link=args.link, stop=stop))
+    except KafkaError as exc:
+        print(f"pba tail: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from consumer.agent import Agent, AgentError, Peer, default_link_id, run_agent
+
+    try:
+        peer = Peer.parse(args.peer) if args.peer else None
+        link_id = args.link_id or default_link_id(args.interface, peer)
+        agent = Agent(args.interface, peer, args.interval, link_id)
+    except AgentError as exc:
+        print(f"pba agent: {exc}", file=sys.stderr)
+        return 2
+    if args.interval <= 0:
+        print("pba agent: --interval must be > 0", file=sys.stderr)
+        return 2
+    bootstrap = _bootstrap(args)
+    try:
+        _run_until_signal(lambda stop: run_agent(agent, bootstrap, args.topic, once=args.once, stop=stop))
+    except KafkaError as exc:
+        print(f"pba agent: cannot publish to {bootstrap}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pba",
@@ -121,6 +212,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(run)
     run.set_defaults(handler=_cmd_run)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="publish synthetic or replayed real metric events",
+        description="Publish schema-valid metric events for --links links at about --rate events/s "
+        "in total for --duration seconds: series from the realistic generator (--regime), or "
+        "real traces replayed from --traces (a folder with index.csv, any folder of trace CSVs, or "
+        "one file), optionally rescaled with --scale. --bad-rate mixes in malformed events to show "
+        "the dead-letter path.",
+    )
+    _kafka_args(simulate, default_topic="network.metrics")
+    simulate.add_argument("--links", type=int, default=20, help="number of links (default 20)")
+    simulate.add_argument("--rate", type=float, default=200.0, help="events per second in total")
+    simulate.add_argument("--duration", type=float, default=10.0, help="seconds to run")
+    simulate.add_argument("--regime", default="mixed", choices=("datacenter", "internet", "mixed"))
+    simulate.add_argument("--traces", type=Path, default=None, metavar="DIR",
+                          help="replay real traces instead of generating")
+    simulate.add_argument("--scale", type=float, default=1.0, help="multiply replayed bandwidth by this")
+    simulate.add_argument("--bad-rate", type=float, default=0.0, help="fraction of malformed events")
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    simulate.set_defaults(handler=_cmd_simulate)
+
+    agent = sub.add_parser(
+        "agent",
+        help="publish this host's own measured link metrics",
+        description="Measure this host for real and publish one event per --interval: throughput "
+        "from the interface's byte counters, capacity where the system reports it, and RTT, "
+        "jitter and loss to --peer by timing TCP connects (no root needed).",
+    )
+    _kafka_args(agent, default_topic="network.metrics")
+    agent.add_argument("--interface", required=True, help="network interface, e.g. eth0 or lo")
+    agent.add_argument("--peer", default=None, metavar="HOST[:PORT]",
+                       help="host to measure RTT to (TCP port, default 22)")
+    agent.add_argument("--interval", type=float, default=1.0, help="seconds between events")
+    agent.add_argument("--link-id", default=None, help="link id (default HOSTNAME:IF[->PEER])")
+    agent.add_argument("--once", action="store_true", help="publish one event, print it, exit")
+    agent.set_defaults(handler=_cmd_agent)
+
+    tail_cmd = sub.add_parser(
+        "tail",
+        help="print predictions as they arrive",
+        description="Follow the predictions topic and print a readable table (link, mode, "
+        "predicted and reserved bandwidth, confidence, action, age) or JSON lines.",
+    )
+    _kafka_args(tail_cmd, default_topic="bandwidth.predictions")
+    tail_cmd.add_argument("--json", action="store_true", help="one JSON prediction per line")
+    tail_cmd.add_argument("--from-beginning", action="store_true", help="start at the oldest prediction")
+    tail_cmd.add_argument("--max-messages", type=int, default=None, help="exit after N predictions")
+    tail_cmd.add_argument("--link", default=None, metavar="ID", help="only this link")
+    tail_cmd.set_defaults(handler=_cmd_tail)
 
     broker = sub.add_parser(
         "broker",

@@ -1,23 +1,93 @@
-"""`make demo`: the whole loop on one machine.
+"""`make demo`: the whole loop on one machine, stopped cleanly with Ctrl-C.
 
-The service, simulator and live tail are not built yet (issues 5 and 6); until then the
-demo runs the embedded broker alone so a newcomer can point a Kafka client at it.
+Starts the embedded broker, `pba run` against it, a mixed-regime `pba simulate` (real
+traces from ../shared/traces mixed in when present, and a few bad events for the
+dead-letter path), and shows predictions live with `pba tail`. Every child is tied to
+this process (PR_SET_PDEATHSIG), so nothing outlives it, not even a kill -9.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
 import sys
+from pathlib import Path
 
-from consumer.broker import run_foreground
+from consumer.broker import EmbeddedBroker, die_with_parent, free_port
+from consumer.tail import tail
+from consumer.topics import ensure_topics
+
+TOPICS = ("network.metrics", "bandwidth.predictions", "network.metrics.dlq")
+
+TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+
+
+def _spawn(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", *args],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C reaches the demo only; it stops children in order
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - Linux only, before exec
+    )
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def main() -> int:
-    print(
-        "PBA stream demo: the streaming service, simulator and live tail are not built yet;\n"
-        "running the embedded Kafka-protocol broker only.",
-        flush=True,
-    )
-    return run_foreground()
+    print("PBA stream demo: embedded broker, service, simulator, live predictions. "
+          "Ctrl-C stops it all.\n", flush=True)
+    # Ctrl-C must reach our cleanup, not interrupt it: handled as an event from here on.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        with EmbeddedBroker() as broker:
+            try:
+                asyncio.run(_demo(broker.bootstrap, children))
+            finally:
+                print("\nstopping ...", flush=True)
+                _stop(children)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print("demo stopped; nothing left running.", flush=True)
+    return 0
+
+
+async def _demo(bootstrap: str, children: list[subprocess.Popen[bytes]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await ensure_topics(bootstrap, TOPICS)
+    print(f"broker:    {bootstrap} (point any Kafka client here)", flush=True)
+    port = free_port()
+    children.append(_spawn("run", "--bootstrap", bootstrap, "--metrics-port", str(port),
+                           "--metrics-bind", "127.0.0.1", "--log-level", "WARNING"))
+    print(f"service:   pba run, metrics on http://127.0.0.1:{port}/metrics", flush=True)
+    children.append(_spawn("simulate", "--bootstrap", bootstrap, "--links", "12", "--rate", "60",
+                           "--duration", "86400", "--regime", "mixed", "--bad-rate", "0.01", "-q"))
+    traces = os.environ.get("PBA_TRACES_DIR", str(TRACES))
+    if Path(traces, "index.csv").is_file():
+        children.append(_spawn("simulate", "--bootstrap", bootstrap, "--links", "6", "--rate", "30",
+                               "--duration", "86400", "--traces", traces, "--bad-rate", "0.01",
+                               "--seed", "2", "-q"))
+        print(f"simulator: 12 synthetic links + 6 real traces from {traces}", flush=True)
+    else:
+        print("simulator: 12 synthetic links (no ../shared/traces here)", flush=True)
+    print("predictions (the fallback serves while a link's window fills, then the models):\n",
+          flush=True)
+    await tail(bootstrap, "bandwidth.predictions", from_beginning=True, stop=stop)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from consumer.flags import FlagsFile
 from consumer.health import HealthServer
 from consumer.metrics import Metrics
 from consumer.processor import BatchOutput, Outgoing, Processor
+from consumer.topics import ensure_topics
 from predictor.engine import Engine
 from predictor.manifest import DEFAULT_MODELS_DIR, MANIFEST_NAME, ManifestError
 from predictor.pipeline import Pipeline
@@ -156,6 +157,9 @@ class Service:
                 delay = min(delay * 2, 10.0)
                 continue
             self._consumer, self._producer, self._history = consumer, producer, history
+            c = self.config
+            await ensure_topics(self.bootstrap or "", (c.input_topic, c.output_topic, c.dlq_topic),
+                                security=c.kafka_security())
             consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
             self._broker_ok = True
             return True

@@ -1,0 +1,234 @@
+"""Both ends of the pipe: `pba simulate`, `pba agent`, `pba tail` and the demo, on the
+embedded broker, through their command lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+from kafka_support import produce, read
+
+from schemas import EVENT_SCHEMA_PATH
+from training.traces import read_trace
+
+pytestmark = pytest.mark.integration
+
+
+def pba(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "consumer.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def event_schema() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(
+        json.loads(EVENT_SCHEMA_PATH.read_text()),
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+    )
+
+
+def test_simulate_publishes_about_rate_times_duration_valid_events_over_n_links(
+    kafka_bootstrap: str, topic: str, event_schema: jsonschema.Draft202012Validator
+) -> None:
+    started = time.monotonic()
+    done = pba("simulate", "--bootstrap", kafka_bootstrap, "--topic", topic, "--links", "20",
+               "--rate", "200", "--duration", "5")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert "1000/1000 events (0 bad) over 20 links" in done.stderr
+    assert 4.5 < elapsed < 20
+    records = asyncio.run(read(kafka_bootstrap, topic, 1000, settle=1.0))
+    assert len(records) == 1000
+    links = set()
+    for r in records:
+        event = orjson.loads(r.value)
+        event_schema.validate(event)
+        assert r.key == event["link_id"].encode()
+        links.add(event["link_id"])
+    assert len(links) == 20
+
+
+def test_simulate_replays_real_traces_rescaled_and_mixes_in_bad_events(
+    kafka_bootstrap: str, topic: str, sample_traces: list[Path],
+    event_schema: jsonschema.Draft202012Validator, tmp_path: Path,
+) -> None:
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    source = sample_traces[0]
+    (folder / source.name).write_text(source.read_text())
+    done = pba("simulate", "--bootstrap", kafka_bootstrap, "--topic", topic, "--links", "1",
+               "--rate", "100", "--duration", "2", "--traces", str(folder), "--scale", "2",
+               "--bad-rate", "0.2", "-q")
+    assert done.returncode == 0, done.stderr
+    records = asyncio.run(read(kafka_bootstrap, topic, 200, settle=0.5))
+    valid = []
+    for r in records:
+        try:
+            event = orjson.loads(r.value)
+            event_schema.validate(event)
+            valid.append(event)
+        except (orjson.JSONDecodeError, jsonschema.ValidationError):
+            continue
+    assert 100 < len(valid) < 200, "about a fifth should be bad"
+    expected = read_trace(source).values[:, 0] * 2
+    first = valid[0]
+    assert any(abs(first["bandwidth_mbps"] - v) < 1e-3 * max(v, 1) for v in expected[:5])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--links", "0"], "--links must be at least 1"),
+        (["--rate", "-1"], "--rate must be > 0"),
+        (["--bad-rate", "2"], "--bad-rate must be a fraction"),
+        (["--traces", "/nonexistent"], "does not exist"),
+    ],
+)
+def test_simulate_argument_errors_are_clear(kafka_bootstrap: str, args: list[str], message: str) -> None:
+    done = pba("simulate", "--bootstrap", kafka_bootstrap, *args)
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_simulate_without_a_broker_address_says_how_to_give_one() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PBA_KAFKA_BOOTSTRAP"}
+    done = subprocess.run([sys.executable, "-m", "consumer.cli", "simulate"], capture_output=True,
+                          text=True, env=env, timeout=30)
+    assert done.returncode != 0 and "--bootstrap" in done.stderr
+
+
+def fake_prediction(i: int, link: str) -> bytes:
+    return orjson.dumps({
+        "prediction_id": f"{i:032x}", "link_id": link, "ts": time.time() - 2, "horizon_s": 1.0,
+        "valid_until": time.time(), "predicted_bandwidth_mbps": 1500.0 + i, "reserve_mbps": 1200.0,
+        "confidence": 0.9, "mode": "datacenter", "model_version": "test", "source": "model",
+        "inference_ms": 1.0, "shadow": False,
+        "allocation": {"streams": 10, "buffer_bytes": 16384, "chunk_bytes": 8192,
+                       "pacing_bytes_per_s": 1.0, "window_bytes": 1, "action": "apply"},
+    })
+
+
+def test_tail_prints_json_lines_a_table_and_filters_by_link(kafka_bootstrap: str, topic: str) -> None:
+    messages = [(f"l{i % 3}".encode(), fake_prediction(i, f"l{i % 3}")) for i in range(60)]
+    asyncio.run(produce(kafka_bootstrap, topic, messages))
+    done = pba("tail", "--bootstrap", kafka_bootstrap, "--topic", topic, "--json", "--from-beginning",
+               "--max-messages", "50")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 50 and all(orjson.loads(line)["prediction_id"] for line in lines)
+
+    table = pba("tail", "--bootstrap", kafka_bootstrap, "--topic", topic, "--from-beginning",
+                "--max-messages", "5", "--link", "l1")
+    rows = table.stdout.splitlines()
+    assert rows[0].split()[:4] == ["link", "mode", "source", "predicted"]
+    assert len(rows) == 6 and all(r.startswith("l1 ") for r in rows[1:])
+    assert "1.50 Gb/s" in rows[1] and "apply" in rows[1]
+
+
+@pytest.fixture
+def local_peer() -> Iterator[int]:
+    """A TCP server on loopback accepting connections (the agent's RTT peer)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.2)
+    running = True
+
+    def accept() -> None:
+        while running:
+            try:
+                conn, _ = server.accept()
+                conn.close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    running = False
+    thread.join(2)
+    server.close()
+
+
+def test_agent_measures_loopback_against_a_local_peer(
+    kafka_bootstrap: str, topic: str, local_peer: int, event_schema: jsonschema.Draft202012Validator
+) -> None:
+    done = pba("agent", "--bootstrap", kafka_bootstrap, "--topic", topic, "--interface", "lo",
+               "--peer", f"127.0.0.1:{local_peer}", "--interval", "0.3", "--once", "--link-id", "lo-test")
+    assert done.returncode == 0, done.stderr
+    printed = orjson.loads(done.stdout.splitlines()[-1])
+    records = asyncio.run(read(kafka_bootstrap, topic, 1, settle=0.2))
+    published = orjson.loads(records[0].value)
+    assert published == printed
+    event_schema.validate(published)
+    assert published["link_id"] == "lo-test" and records[0].key == b"lo-test"
+    assert 0 <= published["latency_ms"] < 100 and published["packet_loss"] == 0.0
+    assert published["throughput_mbps"] >= 0 and published["peer_id"].endswith(str(local_peer))
+
+
+def test_agent_errors_name_the_interface_or_peer(kafka_bootstrap: str) -> None:
+    unknown = pba("agent", "--bootstrap", kafka_bootstrap, "--interface", "nosuch0", "--once")
+    assert unknown.returncode == 2
+    assert "unknown interface 'nosuch0'" in unknown.stderr and "lo" in unknown.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    unreachable = pba("agent", "--bootstrap", kafka_bootstrap, "--interface", "lo",
+                      "--peer", f"127.0.0.1:{closed_port}", "--once")
+    assert unreachable.returncode == 2 and "is unreachable" in unreachable.stderr
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        path = Path(f"/proc/{parent}/task/{parent}/children")
+        for child in path.read_text().split() if path.exists() else []:
+            found.add(int(child))
+            frontier.append(int(child))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_demo_shows_predictions_and_ctrl_c_leaves_nothing_running(traces_dir: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "consumer.demo"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PBA_TRACES_DIR": str(traces_dir)})
+    assert proc.stdout is not None
+    lines: list[str] = []
+    children: set[int] = set()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        children |= _descendants(proc.pid)
+        if sum(" model " in x for x in lines) >= 5:
+            break
+    assert sum(" model " in x for x in lines) >= 5, "".join(lines[-20:])
+    assert any("broker:" in x for x in lines) and any(" fallback " in x for x in lines)
+    children |= _descendants(proc.pid)
+    assert len(children) >= 3  # broker, service, simulators
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "demo stopped; nothing left running." in rest
+    time.sleep(0.5)
+    assert not [pid for pid in children if _alive(pid)], "processes left behind"
