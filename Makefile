@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test lint broker clean
+.PHONY: demo test lint broker model-card clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(VENV)/.installed-dev lint
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
 	$(PY) -m mypy schemas predictor consumer training
+
+# Walk-forward evaluation of the shipped models -> docs/MODEL_CARD.md (tens of minutes).
+model-card: $(VENV)/.installed-dev
+	$(PY) -m training.evaluate --traces $(or $(PBA_TRACES_DIR),../shared/traces)
 
 broker: $(VENV)/.installed-run
 	$(VENV)/bin/pba broker

@@ -60,7 +60,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
-        from training.train import TrainSettings, run
+        from training.train import TrainSettings, recalibrate, run
     except ImportError as exc:
         print(f"pba train: {exc.name} is missing; install the training extra: "
               "pip install -e '.[train]'", file=sys.stderr)
@@ -75,7 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, validation_windows_per_source=args.validation_windows_per_source,
     )
     try:
-        manifest = run(settings)
+        manifest = recalibrate(settings) if args.calibrate_only else run(settings)
     except (TraceError, OSError) as exc:
         print(f"pba train: {exc}", file=sys.stderr)
         return 2
@@ -318,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="validation windows per source (early stopping, calibration)")
     train.add_argument("--synthetic-links", type=int, default=120,
                        help="realistic-generator series added to the training data")
+    train.add_argument("--calibrate-only", action="store_true",
+                       help="refit the confidence calibration of the models in --out, no training")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_cmd_train)
     return parser

@@ -232,8 +232,18 @@ class Processor:
                 for value in error[sel].tolist():
                     hist.observe(value)
                 if predictor == "v3":
-                    drifting = self.drift[mode].update(error[sel])
-                    self.metrics.drift.labels(mode).set(1 if drifting else 0)
+                    self._update_drift(mode, error[sel])
+
+    def _update_drift(self, mode: str, errors: np.ndarray) -> None:
+        detector = self.drift[mode]
+        was = detector.drifting
+        now = detector.update(errors)
+        self.metrics.drift.labels(mode).set(1 if now else 0)
+        if now and not was:
+            log.warning("drift: %s prediction error rose and stays high (baseline mean APE %.3f); "
+                        "check the links or retrain", mode, detector.baseline)
+        elif was and not now:
+            log.warning("drift: %s prediction error is back to its earlier level", mode)
 
     def _after_batch(self) -> None:
         store = self.pipeline.store
@@ -251,6 +261,8 @@ class Processor:
                             "(raise --max-links or add instances)", store.max_links,
                             store.cap_evictions_total)
             store.cap_evictions_total = 0
+        elif len(store) < store.max_links:
+            self.metrics.link_cap_reached.set(0)
 
     def _dead_letter(self, record: ConsumerRecord, error: EventError) -> Outgoing:
         self.metrics.events_invalid.labels(error.reason).inc()

@@ -1,6 +1,6 @@
 """`pba backtest`: replay traces sample by sample through the service's own pipeline.
 
-Each trace is one link. Round i appends sample i of every trace that has one, then
+Each trace is one link. Each round appends the next sample of up to 256 traces and
 predicts all of them in one batch (as the service batches across links); the prediction
 made after sample i is scored against sample i+1. Output, one row per sample from the
 second on: trace, t_s (of sample i+1), actual_mbps, predicted_mbps, confidence, mode
@@ -44,7 +44,15 @@ def replay(
     traces: Sequence[Trace],
     pipeline: Pipeline,
     progress: Callable[[int, int], None] | None = None,
+    lanes: int = 256,
 ) -> Replay:
+    """Replay traces as links, batched across traces the way the service batches links.
+
+    Traces run in `lanes` parallel lanes; when a trace ends, its lane starts the next one
+    (longest first), so batches stay full until the end instead of shrinking to the
+    longest trace's tail. Each trace has its own window from its first sample, so the
+    results are exactly those of replaying it alone.
+    """
     lengths = np.array([len(t) for t in traces], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     all_t = np.concatenate([t.t_s for t in traces]) if traces else np.empty(0)
@@ -54,22 +62,43 @@ def replay(
     confidence = np.full(total, np.nan)
     label = np.full(total, -1, dtype=np.int8)
 
-    # one slot per trace; ids are positions, so two traces with one path stay apart
-    slots = pipeline.store.slots([f"{k}:{t.path}" for k, t in enumerate(traces)])
+    queue = [int(k) for k in np.argsort(-lengths, kind="stable") if lengths[k] > 1]
+    work = int(np.maximum(lengths - 1, 0).sum())
+    lane_trace = np.full(min(lanes, len(queue)) or 0, -1, dtype=np.int64)
+    lane_pos = np.zeros(len(lane_trace), dtype=np.int64)
+    lane_slot = np.zeros(len(lane_trace), dtype=np.intp)
     started = time.perf_counter()
-    rounds = int(lengths.max()) - 1 if len(lengths) else 0
-    for i in range(max(rounds, 0)):
-        active = np.flatnonzero(lengths > i + 1)  # traces with a sample i+1 to score against
-        rows = offsets[active] + i
-        accepted = pipeline.observe_slots(slots[active], all_t[rows], all_v[rows])
+    done = 0
+    while True:
+        for lane in np.flatnonzero(lane_trace < 0).tolist():
+            if not queue:
+                break
+            k = queue.pop(0)
+            lane_trace[lane], lane_pos[lane] = k, 0
+            # ids are positions, so two traces with one path stay apart
+            lane_slot[lane] = pipeline.store.slot(f"{k}:{traces[k].path}")
+        active = np.flatnonzero(lane_trace >= 0)
+        if active.size == 0:
+            break
+        rows = offsets[lane_trace[active]] + lane_pos[active]
+        slots = lane_slot[active]
+        accepted = pipeline.observe_slots(slots, all_t[rows], all_v[rows])
         if not accepted.all():
             raise ValueError("trace times must increase strictly")
-        batch = pipeline.predict(slots[active])
+        batch = pipeline.predict(slots)
         predicted[rows] = batch.result.predicted_mbps
         confidence[rows] = batch.result.confidence
         label[rows] = np.where(batch.result.source == FALLBACK, _FALLBACK_LABEL, batch.result.mode)
-        if progress and (i % 200 == 0 or i == rounds - 1):
-            progress(i + 1, rounds)
+        lane_pos[active] += 1
+        finished = active[lane_pos[active] >= lengths[lane_trace[active]] - 1]
+        if finished.size:
+            pipeline.store.remove(
+                [f"{k}:{traces[k].path}" for k in lane_trace[finished].tolist()]
+            )
+            lane_trace[finished] = -1
+        done += active.size
+        if progress and (done // 50_000 != (done - active.size) // 50_000 or done == work):
+            progress(done, work)
     return Replay(list(traces), offsets, predicted, confidence, label,
                   time.perf_counter() - started)
 
@@ -116,7 +145,7 @@ def run_backtest(
     traces = [read_trace(p) for p in paths]
 
     def progress(done: int, total: int) -> None:
-        print(f"\rbacktest: round {done}/{total}", end="", file=sys.stderr, flush=True)
+        print(f"\rbacktest: {done:,}/{total:,} predictions", end="", file=sys.stderr, flush=True)
 
     result = replay(traces, predictor.pipeline, None if quiet else progress)
     rows = write_csv(result, out, paths)
