@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test lint broker model-card clean
+.PHONY: demo test lint rules prometheus broker model-card clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,17 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 demo: $(VENV)/.installed-run
 	$(PY) -m consumer.demo
 
-test: $(VENV)/.installed-dev lint
+test: $(VENV)/.installed-dev lint rules
 	$(PY) -m pytest
+
+# Debian's prometheus package gives promtool and a real server for the integration test.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+	  { echo "installing Debian's prometheus package (promtool, server) ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
+rules: prometheus
+	cd deploy/prometheus && promtool check rules pba-rules.yml && promtool test rules tests/*.yml
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from predictor.modes import MODE_NAMES
+from schemas.event import REASONS
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 ERROR_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
@@ -82,3 +85,17 @@ class Metrics:
             "pba_flag_reloads_total", "Feature-flag file reloads, by result", ["result"], registry=r)
         self.paused = Gauge(
             "pba_fetch_paused", "1 while fetching is paused because too much is in flight", registry=r)
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Create every labelled series up front, so queries and alerts see 0, not nothing."""
+        for reason in REASONS:
+            self.events_invalid.labels(reason)
+        for reason in ("idle", "cap"):
+            self.links_evicted.labels(reason)
+        for result in ("ok", "rejected"):
+            self.flag_reloads.labels(result)
+        for kind in ("assign", "revoke"):
+            self.rebalances.labels(kind)
+        for mode in MODE_NAMES:
+            self.drift.labels(mode)

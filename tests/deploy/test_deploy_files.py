@@ -1,0 +1,91 @@
+"""Deployment files parse and say what operators rely on (no Docker engine runs here, so
+the compose file and images are validated, not started)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+DEPLOY = Path(__file__).parents[2] / "deploy"
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def test_every_yaml_file_parses() -> None:
+    files = sorted(DEPLOY.rglob("*.yml")) + sorted(DEPLOY.rglob("*.yaml"))
+    assert len(files) >= 10
+    for path in files:
+        assert load(path) is not None, path
+
+
+def test_compose_runs_kafka_in_kraft_mode_with_the_service_simulator_prometheus_and_grafana() -> None:
+    compose = load(DEPLOY / "compose.yaml")
+    services = compose["services"]
+    assert {"kafka", "pba", "simulator", "prometheus", "grafana"} <= set(services)
+    kafka_env = services["kafka"]["environment"]
+    assert "controller" in kafka_env["KAFKA_PROCESS_ROLES"] and "KAFKA_CONTROLLER_QUORUM_VOTERS" in kafka_env
+    assert services["pba"]["environment"]["PBA_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    for service in ("prometheus", "grafana"):
+        for volume in services[service]["volumes"]:
+            source = volume.split(":")[0]
+            assert (DEPLOY / source).exists(), f"{service} mounts missing {source}"
+    assert services["pba"]["build"]["dockerfile"] == "deploy/Dockerfile"
+
+
+def test_dockerfile_is_slim_non_root_with_models_and_a_health_check() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in text
+    assert "USER 10001" in text and "useradd" in text
+    assert "COPY predictor predictor" in text  # predictor/models ships inside the package
+    assert "HEALTHCHECK" in text and "/healthz" in text
+
+
+def by_kind(kind: str) -> dict[str, Any]:
+    for path in (DEPLOY / "k8s").glob("*.yaml"):
+        doc = load(path)
+        if doc.get("kind") == kind:
+            return doc
+    raise AssertionError(f"no {kind} in deploy/k8s")
+
+
+def test_kubernetes_deployment_has_probes_resources_and_graceful_termination() -> None:
+    deployment = by_kind("Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    assert spec["terminationGracePeriodSeconds"] >= 20
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    config = by_kind("ConfigMap")["data"]
+    assert "pba.toml" in config and "flags.toml" in config
+
+
+@pytest.mark.parametrize("kind", ["Service", "PodDisruptionBudget", "ScaledObject"])
+def test_kubernetes_objects_exist(kind: str) -> None:
+    by_kind(kind)
+
+
+def test_keda_scales_on_consumer_lag_up_to_the_partition_count() -> None:
+    scaled = by_kind("ScaledObject")
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "kafka" and trigger["metadata"]["consumerGroup"] == "pba-stream"
+    assert scaled["spec"]["maxReplicaCount"] >= scaled["spec"]["minReplicaCount"] >= 1
+
+
+def test_grafana_provisioning_points_at_the_dashboard_and_prometheus() -> None:
+    datasource = load(DEPLOY / "grafana/provisioning/datasources/prometheus.yml")["datasources"][0]
+    assert datasource["type"] == "prometheus" and datasource["uid"] == "prometheus"
+    dashboard = json.loads((DEPLOY / "grafana/dashboards/pba-stream.json").read_text())
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for topic in ("latency", "accuracy", "dead letters", "lag", "links", "drift", "model", "batch"):
+        assert topic in titles, topic
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert "vector(0.1)" in exprs and "vector(0.15)" in exprs  # budget lines
+    assert any('predictor' in e for e in exprs)  # v3 against v1
