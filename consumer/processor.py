@@ -18,14 +18,13 @@ from consumer.config import ServiceConfig
 from consumer.drift import PageHinkley
 from consumer.flags import Flags, rollout_bucket
 from consumer.metrics import Metrics
-from predictor.allocation import ACTION_NAMES
 from predictor.confidence import HIT_TOLERANCE
 from predictor.engine import SOURCE_NAMES
 from predictor.modes import MODE_NAMES
 from predictor.pipeline import Pipeline, Round
 from predictor.window import MEASURED_CHANNELS
 from schemas import EventError, MetricEvent, decode_event
-from schemas.prediction import Allocation, Prediction, encode_prediction
+from schemas.prediction import Prediction, encode_prediction
 
 log = logging.getLogger(__name__)
 
@@ -195,14 +194,7 @@ class Processor:
                 source=sources[i],  # type: ignore[arg-type]
                 inference_ms=r.inference_s * 1000.0,
                 shadow=shadow,
-                allocation=Allocation(
-                    streams=int(a.streams[i]),
-                    buffer_bytes=int(a.buffer_bytes[i]),
-                    chunk_bytes=int(a.chunk_bytes[i]),
-                    pacing_bytes_per_s=float(a.pacing_bytes_per_s[i]),
-                    window_bytes=int(a.window_bytes[i]),
-                    action=ACTION_NAMES[a.action[i]],  # type: ignore[arg-type]
-                ),
+                allocation=a.record(i),
             )
             out.messages.append(Outgoing(topic, event.link_id.encode(), encode_prediction(prediction),
                                          None, record.timestamp, modes[i]))

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from schemas.prediction import Allocation
+
 MIN_STREAMS, MAX_STREAMS = 2, 256
 MIN_BUFFER, MAX_BUFFER = 16 * 1024, 1024 * 1024
 MIN_CHUNK, MAX_CHUNK = 8 * 1024, 128 * 1024
@@ -49,6 +51,17 @@ class Allocations:
     pacing_bytes_per_s: FloatArray
     window_bytes: IntArray
     action: npt.NDArray[np.int8]
+
+    def record(self, i: int) -> Allocation:
+        """Entry i as the message contract's Allocation."""
+        return Allocation(
+            streams=int(self.streams[i]),
+            buffer_bytes=int(self.buffer_bytes[i]),
+            chunk_bytes=int(self.chunk_bytes[i]),
+            pacing_bytes_per_s=float(self.pacing_bytes_per_s[i]),
+            window_bytes=int(self.window_bytes[i]),
+            action=ACTION_NAMES[self.action[i]],  # type: ignore[arg-type]
+        )
 
 
 def allocate(

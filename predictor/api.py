@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.allocation import ACTION_NAMES
 from predictor.engine import SOURCE_NAMES, Engine
 from predictor.modes import MODE_NAMES, DetectorRules
 from predictor.pipeline import Pipeline, Round
@@ -117,14 +116,7 @@ class BandwidthPredictor:
                 mode=mode,
                 source=source,
                 model_version=r.version[i],
-                allocation=Allocation(
-                    streams=int(a.streams[i]),
-                    buffer_bytes=int(a.buffer_bytes[i]),
-                    chunk_bytes=int(a.chunk_bytes[i]),
-                    pacing_bytes_per_s=float(a.pacing_bytes_per_s[i]),
-                    window_bytes=int(a.window_bytes[i]),
-                    action=ACTION_NAMES[a.action[i]],  # type: ignore[arg-type]
-                ),
+                allocation=a.record(i),
                 prediction_id=ids[i],
             ))
         return out

@@ -154,12 +154,16 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _missing(obj: dict[str, Any], field: str) -> EventError:
+    kind = "missing" if field not in obj else "null"
+    return EventError(MISSING_FIELD, f"{field} is required but {kind}", field)
+
+
 def _number(obj: dict[str, Any], field: str, maximum: float, required: bool = False) -> float:
     value = obj.get(field)
     if value is None:
         if required:
-            kind = "missing" if field not in obj else "null"
-            raise EventError(MISSING_FIELD, f"{field} is required but {kind}", field)
+            raise _missing(obj, field)
         return NAN
     if type(value) not in (int, float):
         raise EventError(WRONG_TYPE, f"{field} must be a number, got {_json_type(value)}", field)
@@ -172,8 +176,7 @@ def _identifier(obj: dict[str, Any], field: str, required: bool = False) -> str 
     value = obj.get(field)
     if value is None:
         if required:
-            kind = "missing" if field not in obj else "null"
-            raise EventError(MISSING_FIELD, f"{field} is required but {kind}", field)
+            raise _missing(obj, field)
         return None
     if type(value) is not str:
         raise EventError(WRONG_TYPE, f"{field} must be a string, got {_json_type(value)}", field)
@@ -185,8 +188,8 @@ def _identifier(obj: dict[str, Any], field: str, required: bool = False) -> str 
 
 
 def _timestamp(obj: dict[str, Any]) -> float:
-    if "ts" not in obj or obj["ts"] is None:
-        raise EventError(MISSING_FIELD, "ts is required but missing", "ts")
+    if obj.get("ts") is None:
+        raise _missing(obj, "ts")
     value = obj["ts"]
     if type(value) in (int, float):
         if not 0 <= value <= MAX_TS:
