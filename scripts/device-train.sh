@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Full-size training on a lent GPU machine (the device tool), in one prepared run.
-# Needs .carry/traces.npz (training.traces.pack_traces) and .whl/ (orjson for cp312).
+# Needs .carry/traces.npz and .whl/ (orjson for cp312), made here first:
+#   .venv/bin/python -c "from pathlib import Path; from training.traces import *; pack_traces(read_index('../shared/traces'), Path('.carry/traces.npz'))"
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl orjson
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1

@@ -89,3 +89,20 @@ def test_grafana_provisioning_points_at_the_dashboard_and_prometheus() -> None:
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert "vector(0.1)" in exprs and "vector(0.15)" in exprs  # budget lines
     assert any('predictor' in e for e in exprs)  # v3 against v1
+
+
+def test_the_wheel_carries_the_models_and_schemas(tmp_path: Path) -> None:
+    """The Docker image installs the package: models and JSON Schemas must be inside."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = DEPLOY.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path), str(root)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("pba_stream-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for mode in ("datacenter", "internet"):
+        assert f"predictor/models/{mode}.onnx" in names and f"predictor/models/{mode}.int8.onnx" in names
+    assert "predictor/models/manifest.json" in names
+    assert {"schemas/metric-event.schema.json", "schemas/prediction.schema.json"} <= names
