@@ -159,3 +159,59 @@ def test_bad_configuration_is_refused_with_every_problem_named() -> None:
     assert "bootstrap 'nonsense' must look like HOST:PORT" in done.stderr
     assert "metrics_port must be 0..65535" in done.stderr
     assert "topics must all differ" in done.stderr
+
+
+def test_a_restart_re_predicts_uncommitted_events_with_the_same_ids(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """A restart from offsets committed before predictions that were already published
+    (what a crash between publish and commit leaves): the restarted member rebuilds its
+    windows from history and re-predicts those events with the same ids, losing nothing."""
+    events = link_events(8, 150)
+    asyncio.run(produce(kafka_bootstrap, topics.input, events[:800]))
+    with service_process(kafka_bootstrap, topics, "--mode", "auto") as proc:
+        asyncio.run(read(kafka_bootstrap, topics.output, 800, settle=0.5))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    rewound = asyncio.run(rewind_commits(kafka_bootstrap, topics.input, topics.group, by=40))
+    asyncio.run(produce(kafka_bootstrap, topics.input, events[800:]))
+    with service_process(kafka_bootstrap, topics, "--mode", "auto") as proc:
+        expected = len(events) + rewound
+        out = asyncio.run(read(kafka_bootstrap, topics.output, expected, timeout=90, settle=2.0))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    preds = predictions(out)
+    by_event: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for p in preds:
+        by_event[(p["link_id"], p["ts"])].append(p)
+    assert len(by_event) == len(events), "an event has no prediction"
+    repeated = [v for v in by_event.values() if len(v) > 1]
+    assert len(repeated) == rewound > 0
+    for versions in repeated:
+        assert len({p["prediction_id"] for p in versions}) == 1, versions
+        assert {p["source"] for p in versions} == {versions[0]["source"]}
+
+
+async def rewind_commits(bootstrap: str, topic: str, group: str, by: int) -> int:
+    """Move the group's committed offsets back by `by` per partition; returns how many
+    events that makes to re-read."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import OffsetAndMetadata
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        while not consumer.assignment():  # join the group like any member
+            await consumer.getmany(timeout_ms=200, max_records=1)
+        partitions = sorted(consumer.assignment())
+        offsets, rewound = {}, 0
+        for tp in partitions:
+            committed = await consumer.committed(tp)
+            if committed:
+                offsets[tp] = OffsetAndMetadata(max(0, committed - by), "")
+                rewound += committed - offsets[tp].offset
+        await consumer.commit(offsets)
+        return rewound
+    finally:
+        await consumer.stop()
