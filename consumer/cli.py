@@ -191,6 +191,18 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from consumer.bench import render, run_bench
+
+    result = run_bench(args.mode, links=args.links, events=args.events, precision=args.precision,
+                       threads=args.threads, memory_links=args.memory_links,
+                       log=lambda msg: print(f"pba bench: {msg}", file=sys.stderr, flush=True))
+    print(json.dumps(result, indent=2, default=str) if args.json else render(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pba",
@@ -263,6 +275,23 @@ def build_parser() -> argparse.ArgumentParser:
     tail_cmd.add_argument("--max-messages", type=int, default=None, help="exit after N predictions")
     tail_cmd.add_argument("--link", default=None, metavar="ID", help="only this link")
     tail_cmd.set_defaults(handler=_cmd_tail)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark against the embedded broker (ceiling, naive, end to end, latency, ingest, memory)",
+        description="Measure, in one run on this machine: ONNX Runtime alone on the shipped model "
+        "across batch sizes (the ceiling), one call per event (naive), end to end through the "
+        "embedded broker and the service, latency at half that rate, ingest without inference, "
+        "and memory per tracked link; print the ratios.",
+    )
+    bench.add_argument("--mode", choices=("datacenter", "internet"), default="internet")
+    bench.add_argument("--links", type=int, default=500, help="links in the end-to-end run")
+    bench.add_argument("--events", type=int, default=40_000, help="events pre-loaded for end to end")
+    bench.add_argument("--precision", choices=("float", "int8"), default="float")
+    bench.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
+    bench.add_argument("--memory-links", type=int, default=1_000_000, help="links for the memory figure")
+    bench.add_argument("--json", action="store_true", help="JSON summary instead of a table")
+    bench.set_defaults(handler=_cmd_bench)
 
     broker = sub.add_parser(
         "broker",

@@ -1,0 +1,31 @@
+"""`pba bench` runs every part against the embedded broker and reports consistent figures
+(a small run: the real figures live in docs/BENCHMARKS.md, never in assertions on speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_reports_every_part_with_ratios() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "bench", "--mode", "datacenter", "--links", "20",
+         "--events", "1200", "--memory-links", "20000", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert set(result["ceiling"]) == {"1", "8", "32", "64", "128", "256", "512"}
+    assert all(rate > 0 for rate in result["ceiling"].values())
+    e2e = result["end_to_end"]
+    assert e2e["predictions"] == e2e["events"] and e2e["model_predictions"] > 0
+    lat = result["latency"]
+    assert lat["measured"] == lat["events"] > 0
+    assert 0 <= lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"]
+    assert result["ingest_events_per_s"] > 0 and result["memory_bytes_per_link"] > 0
+    assert 0 < result["ratios"]["end_to_end_over_ceiling"] and 0 < result["ratios"]["naive_over_ceiling"]
