@@ -50,7 +50,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     try:
         run_backtest(
             args.traces, args.out, mode=args.mode, models_dir=args.models,
-            allow_fallback=args.allow_fallback, quiet=args.quiet,
+            allow_fallback=args.allow_fallback, quiet=args.quiet, precision=args.precision,
         )
     except (ManifestError, ModelError, TraceError, OSError) as exc:
         print(f"pba backtest: {exc}", file=sys.stderr)
@@ -319,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="models directory with manifest.json (default: the shipped models)")
     backtest.add_argument("--allow-fallback", action="store_true",
                           help="serve the heuristic where a model cannot load instead of failing")
+    backtest.add_argument("--precision", choices=("float", "int8"), default="float",
+                          help="model variant, as for pba run (int8: same accuracy, faster)")
     backtest.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     backtest.set_defaults(handler=_cmd_backtest)
 

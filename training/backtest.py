@@ -138,10 +138,13 @@ def run_backtest(
     models_dir: Path | None = None,
     allow_fallback: bool = False,
     quiet: bool = False,
+    precision: str = "float",
 ) -> int:
     from predictor.api import BandwidthPredictor
+    from predictor.runtime import SessionSettings
 
-    predictor = BandwidthPredictor.load(models_dir, mode=mode, allow_fallback=allow_fallback)
+    predictor = BandwidthPredictor.load(models_dir, mode=mode, allow_fallback=allow_fallback,
+                                        settings=SessionSettings(precision=precision))
     traces = [read_trace(p) for p in paths]
 
     def progress(done: int, total: int) -> None:
