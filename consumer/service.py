@@ -118,6 +118,9 @@ class Service:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=max(1 << 20, c.max_event_bytes * 64),
+            # brokers that do not wake a waiting fetch on new data (Tansu) would otherwise
+            # add up to 500 ms to every event's latency
+            fetch_max_wait_ms=20,
             **security,
         )
         producer = AIOKafkaProducer(
