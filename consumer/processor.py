@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -212,10 +213,12 @@ class Processor:
             )
             out.messages.append(Outgoing(topic, event.link_id.encode(), encode_prediction(prediction),
                                          None, record.timestamp, modes[i]))
-            if shadow:
-                self.metrics.shadow_predictions.inc()
-            else:
-                self.metrics.predictions.labels(modes[i], sources[i]).inc()
+        # one metric update per label set, not per event (labels() costs ~15 us)
+        if shadow:
+            self.metrics.shadow_predictions.inc(len(rows))
+        else:
+            for (mode, source), count in Counter(zip(modes, sources, strict=True)).items():
+                self.metrics.predictions.labels(mode, source).inc(count)
 
     def _score(self, slots: np.ndarray, actual: np.ndarray) -> None:
         """Score each link's previous prediction now that its next sample has arrived."""
