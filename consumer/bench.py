@@ -36,7 +36,7 @@ from consumer.topics import ensure_topics
 from predictor.engine import Engine
 from predictor.features import build_features
 from predictor.modes import WINDOW_STEPS, mode_code
-from predictor.pipeline import Pipeline
+from predictor.pipeline import Pipeline, models_for_mode
 from predictor.runtime import SessionSettings, load_models
 from training.dataset import sliding_windows
 from training.generators import realistic
@@ -86,8 +86,7 @@ def _records(messages: list[tuple[bytes, bytes]]) -> list[ConsumerRecord]:
 
 
 def _processor(mode: str, settings: SessionSettings, max_links: int = 1_000_000) -> Processor:
-    needed = ("datacenter", "internet") if mode in ("auto", "hybrid") else (mode,)
-    models = load_models(None, needed, settings)
+    models = load_models(None, models_for_mode(mode), settings)
     return Processor(Pipeline(Engine(models), mode, max_links), ServiceConfig(mode=mode), Metrics())
 
 

@@ -36,7 +36,7 @@ from consumer.processor import BatchOutput, Outgoing, Processor
 from consumer.topics import ensure_topics
 from predictor.engine import Engine
 from predictor.manifest import DEFAULT_MODELS_DIR, MANIFEST_NAME, ManifestError
-from predictor.pipeline import Pipeline
+from predictor.pipeline import Pipeline, models_for_mode
 from predictor.runtime import ModelError, ModelSet, SessionSettings, load_models
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,6 @@ log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 100
 HOUSEKEEPING_S = 1.0
 SEND_RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
-
-
-def modes_needing_models(mode: str) -> tuple[str, ...]:
-    return {"datacenter": ("datacenter",), "internet": ("internet",)}.get(
-        mode, ("datacenter", "internet")
-    )
 
 
 @dataclass
@@ -67,12 +61,7 @@ class Service:
     def __init__(self, config: ServiceConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
-        self.models: ModelSet = load_models(
-            config.models,
-            modes_needing_models(config.mode),
-            SessionSettings(intra_op_threads=config.inference_threads, precision=config.precision),
-            allow_fallback=config.allow_fallback,
-        )
+        self.models: ModelSet = self._load_models(allow_fallback=config.allow_fallback)
         self._report_models()
         self.pipeline = Pipeline(Engine(self.models), config.mode, config.max_links)
         self.processor = Processor(self.pipeline, config, self.metrics)
@@ -93,7 +82,7 @@ class Service:
     def _report_models(self) -> None:
         versions = {mode: model.version for mode, model in self.models.models.items()}
         self.metrics.model_info.info({k: v for k, v in versions.items()} or {"none": "fallback"})
-        for mode in modes_needing_models(self.config.mode):
+        for mode in models_for_mode(self.config.mode):
             failed = mode in self.models.unavailable
             self.metrics.fallback_active.labels(mode).set(1 if failed else 0)
             if failed:
@@ -397,7 +386,7 @@ class Service:
         running models stay."""
         loop = asyncio.get_running_loop()
         try:
-            models = await loop.run_in_executor(None, self._load_models)
+            models = await loop.run_in_executor(None, self._load_models, False)
         except (ManifestError, ModelError) as exc:
             self.metrics.model_load_failures.inc()
             log.error("model reload refused, keeping %s: %s", self._versions(), exc)
@@ -409,12 +398,13 @@ class Service:
         log.warning("models reloaded: %s -> %s", old, self._versions())
         return True
 
-    def _load_models(self) -> ModelSet:
+    def _load_models(self, allow_fallback: bool) -> ModelSet:
+        """Start-up may fall back per the config; a reload must be complete or is refused."""
         return load_models(
             self.config.models,
-            modes_needing_models(self.config.mode),
+            models_for_mode(self.config.mode),
             SessionSettings(intra_op_threads=self.config.inference_threads, precision=self.config.precision),
-            allow_fallback=False,
+            allow_fallback=allow_fallback,
         )
 
     def _versions(self) -> dict[str, str]:
@@ -430,7 +420,7 @@ class Service:
         flags = self.flags.flags
         mode = flags.mode or self.config.mode
         if mode != self.pipeline.mode:
-            missing = set(modes_needing_models(mode)) - set(self.models.models)
+            missing = set(models_for_mode(mode)) - set(self.models.models)
             try:
                 if missing and not self.config.allow_fallback:
                     raise ValueError(f"no {', '.join(sorted(missing))} model loaded")

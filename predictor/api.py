@@ -22,7 +22,7 @@ import numpy as np
 
 from predictor.engine import SOURCE_NAMES, Engine
 from predictor.modes import MODE_NAMES, DetectorRules
-from predictor.pipeline import Pipeline, Round
+from predictor.pipeline import Pipeline, Round, models_for_mode
 from predictor.runtime import SessionSettings, load_models
 from schemas.prediction import Allocation
 
@@ -60,10 +60,7 @@ class BandwidthPredictor:
         max_links: int = 1_000_000,
         rules: DetectorRules = DetectorRules(),
     ) -> BandwidthPredictor:
-        needed = ("datacenter",) if mode == "datacenter" else (
-            ("internet",) if mode == "internet" else ("datacenter", "internet")
-        )
-        models = load_models(models_dir, needed, settings, allow_fallback)
+        models = load_models(models_dir, models_for_mode(mode), settings, allow_fallback)
         return cls(Pipeline(Engine(models), mode, max_links, rules))
 
     def add_sample(

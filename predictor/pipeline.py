@@ -42,6 +42,11 @@ def window_length(mode: str) -> int:
     return WINDOW_STEPS[INTERNET]
 
 
+def models_for_mode(mode: str) -> tuple[str, ...]:
+    """The model files a mode needs: its own, or both for hybrid and auto."""
+    return (mode,) if mode in ("datacenter", "internet") else ("datacenter", "internet")
+
+
 @dataclass
 class Round:
     """Predictions for one round, aligned with `slots`."""
