@@ -16,10 +16,15 @@ the machine named.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -31,7 +36,6 @@ from consumer.broker import EmbeddedBroker
 from consumer.config import ServiceConfig
 from consumer.metrics import Metrics
 from consumer.processor import Processor
-from consumer.service import Service
 from consumer.topics import ensure_topics
 from predictor.engine import Engine
 from predictor.features import build_features
@@ -139,13 +143,21 @@ async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes
         await producer.stop()
 
 
-async def _collect(bootstrap: str, topic: str, count: int, timeout: float) -> list[ConsumerRecord]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+async def _collect(bootstrap: str, topic: str, count: int, timeout: float,
+                   service: subprocess.Popen[bytes] | None = None) -> list[ConsumerRecord]:
+    """Read `topic` from the start until it holds `count` records (failing if the service
+    exits first). Counting the records themselves: Tansu's end offsets are not counts."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                fetch_max_wait_ms=200)
     await consumer.start()
     out: list[ConsumerRecord] = []
     deadline = time.monotonic() + timeout
     try:
-        while len(out) < count and time.monotonic() < deadline:
+        while len(out) < count:
+            if service is not None and service.poll() is not None:
+                raise RuntimeError(f"pba run exited with {service.returncode} during the bench")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} holds {len(out)} of {count} records after {timeout:.0f} s")
             for recs in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
                 out.extend(recs)
     finally:
@@ -153,24 +165,41 @@ async def _collect(bootstrap: str, topic: str, count: int, timeout: float) -> li
     return out
 
 
+@contextlib.contextmanager
+def _service(bootstrap: str, run: str, mode: str,
+             settings: SessionSettings) -> Iterator[subprocess.Popen[bytes]]:
+    """`pba run` in its own process, as in production; stopped with SIGTERM (clean shutdown)."""
+    command = [sys.executable, "-m", "consumer.cli", "run", "--bootstrap", bootstrap,
+               "--input-topic", f"in-{run}", "--output-topic", f"out-{run}", "--dlq-topic", f"dlq-{run}",
+               "--group-id", f"g-{run}", "--mode", mode, "--metrics-port", "0",
+               "--precision", settings.precision, "--inference-threads", str(settings.intra_op_threads),
+               "--log-level", "WARNING"]
+    process = subprocess.Popen(command)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _topics(bootstrap: str, run: str) -> tuple[str, str]:
+    await ensure_topics(bootstrap, (f"in-{run}", f"out-{run}", f"dlq-{run}"), partitions=4)
+    return f"in-{run}", f"out-{run}"
+
+
 async def end_to_end(bootstrap: str, mode: str, settings: SessionSettings, links: int, events: int,
                      run: str) -> dict[str, float]:
     steps = WINDOW_STEPS[mode_code(mode)]
     per_link = max(steps + 20, events // links)
     messages = _events(links, per_link, mode)
-    topics = ServiceConfig(input_topic=f"in-{run}", output_topic=f"out-{run}", dlq_topic=f"dlq-{run}")
-    await ensure_topics(bootstrap, (topics.input_topic, topics.output_topic, topics.dlq_topic), partitions=4)
-    await _produce(bootstrap, topics.input_topic, messages)
-    config = ServiceConfig(bootstrap=bootstrap, input_topic=topics.input_topic,
-                           output_topic=topics.output_topic, dlq_topic=topics.dlq_topic,
-                           group_id=f"g-{run}", mode=mode, metrics_port=0, precision=settings.precision,
-                           inference_threads=settings.intra_op_threads)
-    service = Service(config)
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.run(stop))
-    records = await _collect(bootstrap, topics.output_topic, len(messages), timeout=600)
-    stop.set()
-    await task
+    inp, out = await _topics(bootstrap, run)
+    await _produce(bootstrap, inp, messages)
+    with _service(bootstrap, run, mode, settings) as service:
+        records = await _collect(bootstrap, out, len(messages), 900, service)
     model_ts = sorted(r.timestamp for r in records if b'"source":"model"' in r.value)
     span = max((model_ts[-1] - model_ts[0]) / 1000.0, 1e-3) if len(model_ts) > 1 else float("nan")
     all_ts = sorted(r.timestamp for r in records)
@@ -185,36 +214,30 @@ async def end_to_end(bootstrap: str, mode: str, settings: SessionSettings, links
 
 async def latency(bootstrap: str, mode: str, settings: SessionSettings, links: int, rate: float,
                   seconds: float, run: str) -> dict[str, float]:
-    """Events at `rate`/s into a running service with full windows; per-event latency."""
+    """Events at `rate`/s into a running service with full windows; per event, the time
+    from its record's timestamp to its prediction's record timestamp."""
     steps = WINDOW_STEPS[mode_code(mode)]
     per_link = steps + int(rate * seconds / links) + 1
     messages = _events(links, per_link, mode)
     warm = links * steps
-    inp, out = f"in-{run}", f"out-{run}"
-    await ensure_topics(bootstrap, (inp, out, f"dlq-{run}"), partitions=4)
+    inp, out = await _topics(bootstrap, run)
     await _produce(bootstrap, inp, messages[:warm])
-    config = ServiceConfig(bootstrap=bootstrap, input_topic=inp, output_topic=out, dlq_topic=f"dlq-{run}",
-                           group_id=f"g-{run}", mode=mode, metrics_port=0, precision=settings.precision,
-                           inference_threads=settings.intra_op_threads)
-    service = Service(config)
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.run(stop))
-    await _collect(bootstrap, out, warm, timeout=300)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
-    await producer.start()
-    sent: dict[tuple[bytes, float], int] = {}
-    live = messages[warm:]
-    started = time.time()
-    for n, (key, value) in enumerate(live):
-        delay = started + n / rate - time.time()
-        if delay > 0.002:
-            await asyncio.sleep(delay)
-        meta = await (await producer.send(inp, value, key=key))
-        sent[(key, orjson.loads(value)["ts"])] = meta.timestamp
-    await producer.stop()
-    records = await _collect(bootstrap, out, warm + len(live), timeout=120)
-    stop.set()
-    await task
+    with _service(bootstrap, run, mode, settings) as service:
+        await _collect(bootstrap, out, warm, 300, service)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        await producer.start()
+        live = messages[warm:]
+        futures = []
+        started = time.perf_counter()
+        for n, (key, value) in enumerate(live):
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0.001:
+                await asyncio.sleep(delay)
+            futures.append(await producer.send(inp, value, key=key))
+        sent = {(key, orjson.loads(value)["ts"]): (await f).timestamp
+                for (key, value), f in zip(live, futures, strict=True)}
+        await producer.stop()
+        records = await _collect(bootstrap, out, len(messages), 120, service)
     lat = []
     for r in records:
         p = orjson.loads(r.value)
@@ -227,32 +250,42 @@ async def latency(bootstrap: str, mode: str, settings: SessionSettings, links: i
             "p99_ms": float(np.percentile(ms, 99))}
 
 
+PARTS = ("naive", "ingest", "memory", "end_to_end", "latency")
+
+
 def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
               precision: str = "float", threads: int = 0, memory_links: int = 1_000_000,
-              log: Any = print) -> dict[str, Any]:
+              parts: tuple[str, ...] = PARTS, log: Any = print) -> dict[str, Any]:
+    """Run the chosen parts (latency needs end_to_end's rate, so it brings it along)."""
     settings = SessionSettings(intra_op_threads=threads, precision=precision)
-    result: dict[str, Any] = {"mode": mode, "precision": precision, "machine": _machine()}
+    result: dict[str, Any] = {"mode": mode, "precision": precision, "threads": threads,
+                              "machine": _machine()}
     log("ceiling ...")
     result["ceiling"] = ceiling(mode, settings)
     best = max(result["ceiling"].values())
-    log("naive ...")
-    result["naive_per_s"] = naive(mode, settings)
-    log("ingest ...")
-    result["ingest_events_per_s"] = ingest(mode, settings)
-    log("memory ...")
-    result["memory_bytes_per_link"] = memory_per_link(mode, memory_links)
-    run = f"bench-{int(time.time())}"
-    with EmbeddedBroker() as broker:
-        log("end to end ...")
-        result["end_to_end"] = asyncio.run(end_to_end(broker.bootstrap, mode, settings, links, events, run))
-        e2e = result["end_to_end"]["model_predictions_per_s"]
-        log("latency at half the end-to-end rate ...")
-        result["latency"] = asyncio.run(latency(broker.bootstrap, mode, settings, min(links, 200),
-                                                e2e / 2, 10.0, run + "-lat"))
-    result["ratios"] = {
-        "end_to_end_over_ceiling": e2e / best,
-        "naive_over_ceiling": result["naive_per_s"] / best,
-    }
+    ratios = result["ratios"] = {}
+    if "naive" in parts:
+        log("naive ...")
+        result["naive_per_s"] = naive(mode, settings)
+        ratios["naive_over_ceiling"] = result["naive_per_s"] / best
+    if "ingest" in parts:
+        log("ingest ...")
+        result["ingest_events_per_s"] = ingest(mode, settings)
+    if "memory" in parts:
+        log("memory ...")
+        result["memory_bytes_per_link"] = memory_per_link(mode, memory_links)
+    if "end_to_end" in parts or "latency" in parts:
+        run = f"bench-{int(time.time())}"
+        with EmbeddedBroker() as broker:
+            log("end to end ...")
+            result["end_to_end"] = asyncio.run(
+                end_to_end(broker.bootstrap, mode, settings, links, events, run))
+            e2e = result["end_to_end"]["model_predictions_per_s"]
+            ratios["end_to_end_over_ceiling"] = e2e / best
+            if "latency" in parts:
+                log("latency at half the end-to-end rate ...")
+                result["latency"] = asyncio.run(latency(broker.bootstrap, mode, settings, min(links, 200),
+                                                        e2e / 2, 10.0, run + "-lat"))
     return result
 
 
@@ -267,11 +300,11 @@ def _machine() -> str:
 
 
 def render(result: dict[str, Any]) -> str:
-    best_batch = max(result["ceiling"], key=result["ceiling"].get)
-    best = result["ceiling"][best_batch]
-    e2e, lat = result["end_to_end"], result["latency"]
+    best = max(result["ceiling"].values())
+    threads = result.get("threads") or "all cores"
     lines = [
-        f"pba bench: mode {result['mode']}, {result['precision']} model, {result['machine']}",
+        f"pba bench: mode {result['mode']}, {result['precision']} model, ONNX Runtime threads "
+        f"{threads}, {result['machine']}",
         "",
         "| part | figure | ratio to ceiling |",
         "|---|---|---|",
@@ -279,15 +312,19 @@ def render(result: dict[str, Any]) -> str:
     for batch, rate in result["ceiling"].items():
         lines.append(f"| ceiling, ONNX Runtime alone, batch {batch} | {rate:,.0f} predictions/s | "
                      f"{rate / best:.2f} |")
-    lines += [
-        f"| naive, one call per event | {result['naive_per_s']:,.0f} predictions/s | "
-        f"{result['naive_per_s'] / best:.2f} |",
-        f"| end to end, model-sourced, published and committed | {e2e['model_predictions_per_s']:,.0f}"
-        f" predictions/s | {e2e['model_predictions_per_s'] / best:.2f} |",
-        f"| latency at {lat['rate']:,.0f} events/s (half of end to end) | p50 {lat['p50_ms']:.1f} ms, "
-        f"p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms | |",
-        f"| ingest only (decode + window) | {result['ingest_events_per_s']:,.0f} events/s | |",
-        f"| memory per tracked link | {result['memory_bytes_per_link']:,.0f} bytes | |",
-    ]
+    if "naive_per_s" in result:
+        lines.append(f"| naive, one call per event | {result['naive_per_s']:,.0f} predictions/s | "
+                     f"{result['naive_per_s'] / best:.2f} |")
+    if "end_to_end" in result:
+        rate = result["end_to_end"]["model_predictions_per_s"]
+        lines.append(f"| end to end, model-sourced, published and committed | {rate:,.0f} predictions/s"
+                     f" | {rate / best:.2f} |")
+    if "latency" in result:
+        lat = result["latency"]
+        lines.append(f"| latency at {lat['rate']:,.0f} events/s (half of end to end) | p50 "
+                     f"{lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms | |")
+    if "ingest_events_per_s" in result:
+        lines.append(f"| ingest only (decode + window) | {result['ingest_events_per_s']:,.0f} events/s | |")
+    if "memory_bytes_per_link" in result:
+        lines.append(f"| memory per tracked link | {result['memory_bytes_per_link']:,.0f} bytes | |")
     return "\n".join(lines)
-

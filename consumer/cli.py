@@ -194,10 +194,16 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from consumer.bench import render, run_bench
+    from consumer.bench import PARTS, render, run_bench
 
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip()) if args.parts else PARTS
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        print(f"pba bench: unknown part(s) {', '.join(unknown) or '(none given)'} in --parts; "
+              f"choose from {','.join(PARTS)}", file=sys.stderr)
+        return 2
     result = run_bench(args.mode, links=args.links, events=args.events, precision=args.precision,
-                       threads=args.threads, memory_links=args.memory_links,
+                       threads=args.threads, memory_links=args.memory_links, parts=parts,
                        log=lambda msg: print(f"pba bench: {msg}", file=sys.stderr, flush=True))
     print(json.dumps(result, indent=2, default=str) if args.json else render(result))
     return 0
@@ -290,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--precision", choices=("float", "int8"), default="float")
     bench.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     bench.add_argument("--memory-links", type=int, default=1_000_000, help="links for the memory figure")
+    bench.add_argument("--parts", default=None, metavar="PART,...",
+                       help="parts to run besides the ceiling, comma-separated, of naive, ingest, "
+                       "memory, end_to_end, latency (default: all; latency also runs end_to_end "
+                       "for its rate)")
     bench.add_argument("--json", action="store_true", help="JSON summary instead of a table")
     bench.set_defaults(handler=_cmd_bench)
 
