@@ -11,21 +11,25 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from consumer.config import ServiceConfig
 from consumer.drift import PageHinkley
 from consumer.flags import Flags, rollout_bucket
 from consumer.metrics import Metrics
+from predictor.allocation import ACTION_NAMES
 from predictor.confidence import HIT_TOLERANCE
-from predictor.engine import SOURCE_NAMES
+from predictor.engine import MODEL, SOURCE_NAMES
 from predictor.modes import BUDGET_S, DATACENTER, MODE_NAMES
 from predictor.pipeline import Pipeline, Round
 from predictor.window import MEASURED_CHANNELS
 from schemas import EventError, MetricEvent, decode_event
-from schemas.prediction import Prediction, encode_prediction
+from schemas.prediction import PredictionColumns, encode_predictions
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +40,46 @@ INFERENCE_DEADLINE_S = 0.05
 PREDICTORS = ("v3", "v1")
 
 
-@dataclass
-class Outgoing:
+Headers = list[tuple[str, bytes]]
+
+
+class Message(NamedTuple):
+    """One message of a BatchOutput, for reading it (tests, tools); the service sends columns."""
+
     topic: str
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, bytes]] | None = None
-    arrival_ms: int = 0  # Kafka timestamp of the input record
-    mode: str = ""  # for the end-to-end latency label; "" for dead letters
+    headers: Headers | None
+
+
+@dataclass
+class Outgoing:
+    """Messages for one topic, column by column: no object per message on the hot path."""
+
+    topic: str
+    keys: list[bytes | None]
+    values: list[bytes]
+    arrival_ms: npt.NDArray[np.int64]  # Kafka timestamps of the input records
+    #: mode code per message, for the end-to-end latency metric; None for dead letters
+    modes: npt.NDArray[np.int8] | None = None
+    #: partition per message (the key's, as Kafka's default partitioner picks it); None:
+    #: left to the producer
+    partitions: npt.NDArray[np.int32] | None = None
+    headers: list[Headers] | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
 
 
 @dataclass
 class BatchOutput:
     messages: list[Outgoing] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
+
+    def each(self) -> list[Message]:
+        """Every message, in the order produced."""
+        return [Message(o.topic, o.keys[i], o.values[i], o.headers[i] if o.headers else None)
+                for o in self.messages for i in range(len(o))]
 
 
 class Processor:
@@ -64,6 +94,8 @@ class Processor:
         for predictor in PREDICTORS:
             store.add_column(f"pending_{predictor}", np.float32, np.nan)
         store.add_column("pending_mode", np.int8, 0)
+        store.add_column("out_partition", np.int32, -1)
+        self.output_partitions = 0  # partitions of the output topic, 0 = not known (yet)
         self.drift = {mode: PageHinkley() for mode in MODE_NAMES}
         self._switches_seen = 0
         self._cap_logged = -math.inf
@@ -74,13 +106,16 @@ class Processor:
         now = time.monotonic() if now is None else now
         out = BatchOutput()
         events: list[tuple[MetricEvent, ConsumerRecord]] = []
+        dead: list[tuple[ConsumerRecord, EventError]] = []
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             out.offsets[tp] = max(out.offsets.get(tp, 0), record.offset + 1)
             try:
                 events.append((decode_event(record.value, self.config.max_event_bytes), record))
             except EventError as exc:
-                out.messages.append(self._dead_letter(record, exc))
+                dead.append((record, exc))
+        if dead:
+            out.messages.append(self._dead_letters(dead))
         self.metrics.events_consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
         for round_events in _rounds(events):
@@ -176,49 +211,76 @@ class Processor:
         return time.perf_counter() + INFERENCE_DEADLINE_S
 
     def _emit(self, batch: Round, events: list[tuple[MetricEvent, ConsumerRecord]], predictor: str,
-              shadow: bool, out: BatchOutput, rows: np.ndarray) -> None:
+              shadow: bool, out: BatchOutput, rows: npt.NDArray[np.intp]) -> None:
         r, a = batch.result, batch.allocations
         store = self.pipeline.store
         store.column(f"pending_{predictor}")[batch.slots] = r.predicted_mbps
         if predictor == "v3":
             store.column("pending_mode")[batch.slots] = r.mode
-        ids = self.pipeline.prediction_ids(batch)
-        horizon = self.config.horizon_s
+        n = len(rows)
         topic = self.config.output_topic
         if shadow and self.config.shadow_topic:
             topic = self.config.shadow_topic
+        picked = [events[row] for row in rows.tolist()]
+        link_ids = [event.link_id for event, _ in picked]
+        keys: list[bytes | None] = [link.encode() for link in link_ids]
         modes = [MODE_NAMES[m] for m in r.mode.tolist()]
         sources = [SOURCE_NAMES[s] for s in r.source.tolist()]
+        model_rows = r.source == MODEL
         if r.inference_s > 0:
-            for mode in set(m for m, s in zip(modes, sources, strict=True) if s == "model"):
-                self.metrics.inference_seconds.labels(mode).observe(r.inference_s)
-        for i, row in enumerate(rows.tolist()):
-            event, record = events[row]
-            version = V1_VERSION if predictor == "v1" else r.version[i]
-            prediction = Prediction(
-                prediction_id=ids[i],
-                link_id=event.link_id,
-                ts=event.ts,
-                horizon_s=horizon,
-                valid_until=event.ts + horizon,
-                predicted_bandwidth_mbps=_finite(r.predicted_mbps[i]),
-                reserve_mbps=_finite(min(r.reserve_mbps[i], r.predicted_mbps[i])),
-                confidence=_finite(r.confidence[i]),
-                mode=modes[i],  # type: ignore[arg-type]
-                model_version=version,
-                source=sources[i],  # type: ignore[arg-type]
-                inference_ms=r.inference_s * 1000.0,
-                shadow=shadow,
-                allocation=a.record(i),
-            )
-            out.messages.append(Outgoing(topic, event.link_id.encode(), encode_prediction(prediction),
-                                         None, record.timestamp, modes[i]))
+            for code in np.unique(r.mode[model_rows]).tolist():
+                self.metrics.inference_seconds.labels(MODE_NAMES[code]).observe(r.inference_s)
+        values = encode_predictions(PredictionColumns(
+            prediction_id=self.pipeline.prediction_ids(batch),
+            link_id=link_ids,
+            ts=batch.ts.tolist(),
+            predicted_bandwidth_mbps=_finite(r.predicted_mbps).tolist(),
+            reserve_mbps=_finite(np.minimum(r.reserve_mbps, r.predicted_mbps)).tolist(),
+            confidence=_finite(r.confidence).tolist(),
+            mode=modes,
+            model_version=[V1_VERSION] * n if predictor == "v1" else r.version,
+            source=sources,
+            streams=a.streams.tolist(),
+            buffer_bytes=a.buffer_bytes.tolist(),
+            chunk_bytes=a.chunk_bytes.tolist(),
+            pacing_bytes_per_s=a.pacing_bytes_per_s.tolist(),
+            window_bytes=a.window_bytes.tolist(),
+            action=[ACTION_NAMES[x] for x in a.action.tolist()],
+            horizon_s=self.config.horizon_s,
+            inference_ms=r.inference_s * 1000.0,
+            shadow=shadow,
+        ))
+        arrival = np.fromiter((record.timestamp for _, record in picked), dtype=np.int64, count=n)
+        partitions = self._partitions(batch.slots, keys) if topic == self.config.output_topic else None
+        out.messages.append(Outgoing(topic, keys, values, arrival, r.mode.copy(), partitions))
         # one metric update per label set, not per event (labels() costs ~15 us)
         if shadow:
-            self.metrics.shadow_predictions.inc(len(rows))
+            self.metrics.shadow_predictions.inc(n)
         else:
             for (mode, source), count in Counter(zip(modes, sources, strict=True)).items():
                 self.metrics.predictions.labels(mode, source).inc(count)
+
+    def _partitions(self, slots: npt.NDArray[np.intp],
+                    keys: list[bytes | None]) -> npt.NDArray[np.int32] | None:
+        """Each link's output partition, as Kafka's default partitioner picks it from the
+        key (murmur2), computed once per link and kept in the store."""
+        count = self.output_partitions
+        if count <= 0:
+            return None
+        column = self.pipeline.store.column("out_partition")
+        parts = column[slots]
+        missing = np.flatnonzero(parts < 0)
+        if missing.size:
+            parts[missing] = [(murmur2(keys[i]) & 0x7FFFFFFF) % count for i in missing.tolist()]
+            column[slots[missing]] = parts[missing]
+        return parts
+
+    def set_output_partitions(self, count: int) -> None:
+        """The output topic's partition count (from the producer's metadata); a change
+        makes every link's partition be computed again."""
+        if count != self.output_partitions:
+            self.pipeline.store.column("out_partition").fill(-1)
+            self.output_partitions = count
 
     def _score(self, slots: np.ndarray, actual: np.ndarray) -> None:
         """Score each link's previous prediction now that its next sample has arrived."""
@@ -237,9 +299,7 @@ class Processor:
                 sel = modes[scored] == code
                 self.metrics.scored.labels(mode, predictor).inc(int(sel.sum()))
                 self.metrics.hits.labels(mode, predictor).inc(int((error[sel] < HIT_TOLERANCE).sum()))
-                hist = self.metrics.abs_pct_error.labels(mode, predictor)
-                for value in error[sel].tolist():
-                    hist.observe(value)
+                self.metrics.abs_pct_error.observe((mode, predictor), error[sel])
                 if predictor == "v3":
                     self._update_drift(mode, error[sel])
 
@@ -273,18 +333,27 @@ class Processor:
         elif len(store) < store.max_links:
             self.metrics.link_cap_reached.set(0)
 
-    def _dead_letter(self, record: ConsumerRecord, error: EventError) -> Outgoing:
-        self.metrics.events_invalid.labels(error.reason).inc()
-        headers = [
-            ("pba.error.reason", error.reason.encode()),
-            ("pba.error.message", str(error)[:500].encode()),
-            ("pba.error.field", (error.field or "").encode()),
-            ("pba.source.topic", record.topic.encode()),
-            ("pba.source.partition", str(record.partition).encode()),
-            ("pba.source.offset", str(record.offset).encode()),
-            *((k, v) for k, v in (record.headers or ()) if not k.startswith("pba.")),
-        ]
-        return Outgoing(self.config.dlq_topic, record.key, record.value or b"", headers, record.timestamp)
+    def _dead_letters(self, dead: list[tuple[ConsumerRecord, EventError]]) -> Outgoing:
+        """The original bytes and key, with why they were refused and where they came from."""
+        headers = []
+        for record, error in dead:
+            self.metrics.events_invalid.labels(error.reason).inc()
+            headers.append([
+                ("pba.error.reason", error.reason.encode()),
+                ("pba.error.message", str(error)[:500].encode()),
+                ("pba.error.field", (error.field or "").encode()),
+                ("pba.source.topic", record.topic.encode()),
+                ("pba.source.partition", str(record.partition).encode()),
+                ("pba.source.offset", str(record.offset).encode()),
+                *((k, v) for k, v in (record.headers or ()) if not k.startswith("pba.")),
+            ])
+        return Outgoing(
+            self.config.dlq_topic,
+            [record.key for record, _ in dead],
+            [record.value or b"" for record, _ in dead],
+            np.array([record.timestamp for record, _ in dead], dtype=np.int64),
+            headers=headers,
+        )
 
 
 def _rounds(
@@ -310,5 +379,7 @@ def _columns(events: list[tuple[MetricEvent, ConsumerRecord]]) -> tuple[list[str
     return ids, ts, values
 
 
-def _finite(value: float) -> float:
-    return float(value) if math.isfinite(value) and value >= 0 else 0.0
+def _finite(values: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+    """NaN, infinite or negative values as 0: the contract's fields are finite and >= 0."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(np.isfinite(values) & (values >= 0), values, 0.0)

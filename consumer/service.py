@@ -21,9 +21,10 @@ import signal
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
@@ -36,6 +37,7 @@ from consumer.processor import BatchOutput, Outgoing, Processor
 from consumer.topics import ensure_topics
 from predictor.engine import Engine
 from predictor.manifest import DEFAULT_MODELS_DIR, MANIFEST_NAME, ManifestError
+from predictor.modes import MODE_NAMES
 from predictor.pipeline import Pipeline, models_for_mode
 from predictor.runtime import ModelError, ModelSet, SessionSettings, load_models
 
@@ -44,17 +46,27 @@ log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 100
 HOUSEKEEPING_S = 1.0
 SEND_RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+PRODUCER_BATCH_BYTES = 256 * 1024
+
+
+@dataclass
+class _Chunk:
+    """Messages handed to the producer together: one record batch for one partition, or
+    one message left to the producer's partitioner. Kept to send again on failure."""
+
+    messages: Outgoing
+    rows: list[int]
+    partition: int | None
 
 
 @dataclass
 class _InFlight:
-    messages: list[Outgoing]
+    chunks: list[_Chunk]
     offsets: dict[TopicPartition, int]
     futures: list[asyncio.Future[Any]]
     done: asyncio.Future[Any] | None = None
     acked_at: float = 0.0
     attempts: int = 0
-    failed: list[int] = field(default_factory=list)
 
 
 class Service:
@@ -117,7 +129,7 @@ class Service:
             client_id="pba-stream",
             acks="all",
             linger_ms=2,
-            max_batch_size=256 * 1024,
+            max_batch_size=PRODUCER_BATCH_BYTES,
             enable_idempotence=c.idempotent,
             **security,
         )
@@ -152,6 +164,7 @@ class Service:
             c = self.config
             await ensure_topics(self.bootstrap or "", (c.input_topic, c.output_topic, c.dlq_topic),
                                 security=c.kafka_security())
+            await self._update_output_partitions()
             consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
             self._broker_ok = True
             return True
@@ -223,8 +236,8 @@ class Service:
                     await self._complete(block=True)
 
     async def _publish(self, output: BatchOutput) -> None:
-        batch = _InFlight(output.messages, output.offsets, [])
-        batch.futures = [await self._send(m) for m in output.messages]
+        chunks = [chunk for messages in output.messages for chunk in _chunks(messages)]
+        batch = _InFlight(chunks, output.offsets, [await self._send(c) for c in chunks])
         self._watch(batch)
         self._in_flight.append(batch)
 
@@ -238,11 +251,21 @@ class Service:
         batch.done = asyncio.ensure_future(asyncio.gather(*batch.futures, return_exceptions=True))
         batch.done.add_done_callback(acknowledged)
 
-    async def _send(self, message: Outgoing) -> asyncio.Future[Any]:
-        assert self._producer is not None
-        return await self._producer.send(
-            message.topic, message.value, key=message.key, headers=message.headers
-        )
+    async def _send(self, chunk: _Chunk) -> asyncio.Future[Any]:
+        """Hand a chunk to the producer: a whole record batch at once where the partition
+        is known (one call instead of one per message)."""
+        producer = self._producer
+        assert producer is not None
+        m = chunk.messages
+        if chunk.partition is None:
+            (row,) = chunk.rows
+            return await producer.send(m.topic, m.values[row], key=m.keys[row],
+                                       headers=m.headers[row] if m.headers else None)
+        builder = producer.create_batch()
+        for row in chunk.rows:
+            if builder.append(key=m.keys[row], value=m.values[row], timestamp=None) is None:
+                raise ValueError(f"message {row} for {m.topic} does not fit a record batch")
+        return await producer.send_batch(builder, m.topic, partition=chunk.partition)
 
     async def _complete(self, block: bool) -> None:
         """Commit every leading batch whose messages are all acknowledged; with block, wait
@@ -271,12 +294,13 @@ class Service:
         delay = SEND_RETRY_BACKOFF_S[min(batch.attempts, len(SEND_RETRY_BACKOFF_S) - 1)]
         batch.attempts += 1
         error = batch.done.result()[failed[0]] if batch.done else None
-        log.warning("%d messages not acknowledged (%s); resending in %.1f s", len(failed), error, delay)
+        count = sum(len(batch.chunks[i].rows) for i in failed)
+        log.warning("%d messages not acknowledged (%s); resending in %.1f s", count, error, delay)
         self._broker_ok = False
         await asyncio.sleep(delay)
         for i in failed:
             try:
-                batch.futures[i] = await self._send(batch.messages[i])
+                batch.futures[i] = await self._send(batch.chunks[i])
             except KafkaError as exc:
                 future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
                 future.set_exception(exc)
@@ -284,12 +308,17 @@ class Service:
         self._watch(batch)
 
     def _observe_latency(self, batch: _InFlight) -> None:
-        acked = batch.acked_at or time.time()
-        for message in batch.messages:
-            if message.mode and message.arrival_ms:
-                self.metrics.end_to_end_seconds.labels(message.mode).observe(
-                    max(0.0, acked - message.arrival_ms / 1000.0)
-                )
+        acked_ms = (batch.acked_at or time.time()) * 1000.0
+        for chunk in batch.chunks:
+            m = chunk.messages
+            if m.modes is None:
+                continue
+            rows = np.array(chunk.rows, dtype=np.intp)
+            arrival, modes = m.arrival_ms[rows], m.modes[rows]
+            seconds = np.maximum(0.0, acked_ms - arrival) / 1000.0
+            for code in np.unique(modes).tolist():
+                sel = (modes == code) & (arrival > 0)
+                self.metrics.end_to_end_seconds.observe((MODE_NAMES[code],), seconds[sel])
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assert self._consumer is not None
@@ -452,7 +481,19 @@ class Service:
                 last_evict = time.monotonic()
                 await loop.run_in_executor(self._worker, self.processor.evict_idle)
             await self._update_lag()
+            if self._producer is not None:
+                await self._update_output_partitions()
             self.metrics.ready.set(1 if self.readiness()[0] else 0)
+
+    async def _update_output_partitions(self) -> None:
+        """Tell the processor how many partitions the output topic has (it places each
+        link's predictions by key, as the producer's partitioner would)."""
+        assert self._producer is not None
+        with contextlib.suppress(KafkaError, asyncio.TimeoutError):
+            partitions = await asyncio.wait_for(self._producer.partitions_for(self.config.output_topic), 5)
+            if len(partitions) != self.processor.output_partitions:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._worker, self.processor.set_output_partitions, len(partitions))
 
     async def _update_lag(self) -> None:
         consumer = self._consumer
@@ -465,6 +506,31 @@ class Service:
             with contextlib.suppress(Exception):
                 position = await asyncio.wait_for(consumer.position(tp), 0.5)
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(max(0, high - position))
+
+
+#: Bytes of keys and values per record batch handed to the producer: half its
+#: max_batch_size, leaving room for the per-record framing.
+CHUNK_BYTES = PRODUCER_BATCH_BYTES // 2
+
+
+def _chunks(messages: Outgoing) -> list[_Chunk]:
+    """Split messages into producer calls: per partition, in order, CHUNK_BYTES at most."""
+    if messages.partitions is None:
+        return [_Chunk(messages, [row], None) for row in range(len(messages))]
+    chunks = []
+    keys, values = messages.keys, messages.values
+    for partition in np.unique(messages.partitions).tolist():
+        rows: list[int] = []
+        size = 0
+        for row in np.flatnonzero(messages.partitions == partition).tolist():
+            length = len(values[row]) + len(keys[row] or b"")
+            if rows and size + length > CHUNK_BYTES:
+                chunks.append(_Chunk(messages, rows, partition))
+                rows, size = [], 0
+            rows.append(row)
+            size += length
+        chunks.append(_Chunk(messages, rows, partition))
+    return chunks
 
 
 class _Rebalance(ConsumerRebalanceListener):

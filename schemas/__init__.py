@@ -8,8 +8,10 @@ from schemas.event import MAX_EVENT_BYTES, REASONS, EventError, MetricEvent, dec
 from schemas.prediction import (
     Allocation,
     Prediction,
+    PredictionColumns,
     decode_prediction,
     encode_prediction,
+    encode_predictions,
 )
 
 SCHEMA_DIR = Path(__file__).parent
@@ -25,7 +27,9 @@ __all__ = [
     "EventError",
     "MetricEvent",
     "Prediction",
+    "PredictionColumns",
     "decode_event",
     "decode_prediction",
     "encode_prediction",
+    "encode_predictions",
 ]

@@ -35,7 +35,7 @@ def test_a_link_repeated_in_one_batch_gets_one_prediction_per_event_in_order(pro
     records = [record(i, event("a", 100 + i, 10 + i)) for i in range(5)]
     records.append(record(5, event("b", 7)))
     out = processor.process(records)
-    preds = [orjson.loads(m.value) for m in out.messages]
+    preds = [orjson.loads(m.value) for m in out.each()]
     assert [p["ts"] for p in preds if p["link_id"] == "a"] == [100, 101, 102, 103, 104]
     assert [p["predicted_bandwidth_mbps"] for p in preds if p["link_id"] == "a"] == [10, 11, 12, 13, 14]
     assert out.offsets == {TopicPartition("in", 0): 6}
@@ -43,7 +43,7 @@ def test_a_link_repeated_in_one_batch_gets_one_prediction_per_event_in_order(pro
 
 def test_bad_records_become_dead_letters_and_offsets_still_advance(processor: Processor) -> None:
     out = processor.process([record(0, b"{oops", key=b"x"), record(1, event("a", 1))])
-    dead = [m for m in out.messages if m.topic == "network.metrics.dlq"]
+    dead = [m for m in out.each() if m.topic == "network.metrics.dlq"]
     assert len(dead) == 1 and dead[0].value == b"{oops" and dead[0].key == b"x"
     assert dict(dead[0].headers or [])["pba.error.reason"] == b"invalid_json"
     assert list(out.offsets.values()) == [2]
@@ -56,11 +56,11 @@ def test_the_link_cap_evicts_and_says_so(processor: Processor, caplog: pytest.Lo
     assert processor.metrics.links_evicted.labels("cap")._value.get() >= 50
     assert processor.metrics.link_cap_reached._value.get() == 1
     assert "link cap of 100 reached" in caplog.text
-    assert len(processor.process([record(200, event("new", 2))]).messages) == 1
+    assert len(processor.process([record(200, event("new", 2))]).each()) == 1
 
 
 def test_replay_fills_windows_without_publishing(processor: Processor) -> None:
     taken = processor.replay([record(i, event("a", i)) for i in range(70)] + [record(70, b"bad")])
     assert taken == 70
     out = processor.process([record(71, event("a", 70))])
-    assert orjson.loads(out.messages[0].value)["source"] == "model"
+    assert orjson.loads(out.each()[0].value)["source"] == "model"

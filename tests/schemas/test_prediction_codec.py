@@ -8,7 +8,14 @@ import jsonschema
 import orjson
 import pytest
 
-from schemas import Allocation, Prediction, decode_prediction, encode_prediction
+from schemas import (
+    Allocation,
+    Prediction,
+    PredictionColumns,
+    decode_prediction,
+    encode_prediction,
+    encode_predictions,
+)
 
 PREDICTION = Prediction(
     prediction_id="0123456789abcdef0123456789abcdef",
@@ -55,3 +62,19 @@ def test_schema_rejects_an_unknown_action(
 def test_decode_prediction_refuses_other_messages() -> None:
     with pytest.raises(ValueError, match="not a prediction"):
         decode_prediction(b'{"link_id": "x"}')
+
+
+def test_the_batch_encoder_gives_the_same_bytes_as_the_single_one() -> None:
+    second = dataclasses.replace(PREDICTION, prediction_id="f" * 32, link_id="dc-2", ts=5.5, valid_until=6.5,
+                                 mode="datacenter", source="fallback", confidence=0.91,
+                                 allocation=dataclasses.replace(PREDICTION.allocation, action="apply"))
+    rows = (PREDICTION, second)
+    columns = PredictionColumns(
+        **{f: [getattr(p, f) for p in rows] for f in (
+            "prediction_id", "link_id", "ts", "predicted_bandwidth_mbps", "reserve_mbps", "confidence",
+            "mode", "model_version", "source")},
+        **{f: [getattr(p.allocation, f) for p in rows] for f in (
+            "streams", "buffer_bytes", "chunk_bytes", "pacing_bytes_per_s", "window_bytes", "action")},
+        horizon_s=1.0, inference_ms=1.25, shadow=False,
+    )
+    assert encode_predictions(columns) == [encode_prediction(p) for p in rows]
