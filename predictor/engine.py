@@ -76,8 +76,7 @@ class Engine:
         use_models=False serves every row with the fallback (the "v1" baseline).
         """
         n = raw.shape[0]
-        bandwidth = raw[:, :, BANDWIDTH]
-        predicted, reserve, confidence = self._fallback(bandwidth, counts, modes)
+        predicted, reserve, confidence = np.zeros(n), np.zeros(n), np.zeros(n)
         source = np.full(n, FALLBACK, dtype=np.int8)
         outputs: dict[int, _ModelOutput] = {}
         spent = 0.0
@@ -103,6 +102,10 @@ class Engine:
         if DATACENTER in outputs and INTERNET in outputs:
             self._combine_hybrid(modes, outputs[DATACENTER], outputs[INTERNET],
                                  predicted, reserve, confidence)
+        rest = np.flatnonzero(source == FALLBACK)  # the heuristic only where no model served
+        if rest.size:
+            predicted[rest], reserve[rest], confidence[rest] = self._fallback(
+                raw[rest, :, BANDWIDTH], counts[rest], modes[rest])
         return BatchResult(
             predicted_mbps=predicted,
             reserve_mbps=reserve,

@@ -93,7 +93,10 @@ def _gap_log(dt: FloatArray) -> FloatArray:
     valid = np.where(dt > 0, dt, np.nan)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no step known yet
-        typical = np.nanmedian(valid, axis=1, keepdims=True)
+        typical = np.median(valid, axis=1, keepdims=True)  # NaN where a step is unknown ...
+        unknown = np.flatnonzero(np.isnan(typical[:, 0]))
+        if unknown.size:  # ... and only those rows need the (much slower) nanmedian
+            typical[unknown] = np.nanmedian(valid[unknown], axis=1, keepdims=True)
         ratio = valid / typical
     gap = np.log(np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0))
     return np.clip(gap, 0.0, 5.0).astype(np.float32)
