@@ -88,6 +88,9 @@ class ServiceConfig:
     sasl_username: str | None = field(default=None, metadata=_help("SASL user name"))
     sasl_password: str | None = field(default=None, metadata=_help(
         "SASL password (prefer the environment variable; never logged)"))
+    session_timeout_s: float = field(default=10.0, metadata=_help(
+        "a member silent this long (crashed, frozen) loses its partitions to the others; "
+        "the broker bounds it (Kafka: 6..300 s by default)"))
     shutdown_timeout_s: float = field(default=10.0, metadata=_help(
         "on SIGTERM, longest wait to finish, publish and commit before exiting"))
     log_level: str = field(default="INFO", metadata=_help("DEBUG, INFO, WARNING or ERROR"))
@@ -254,6 +257,7 @@ def validate(config: ServiceConfig) -> list[str]:
     check(config.rebuild_seconds >= 0 and config.rebuild_max_records >= 0,
           "rebuild_seconds and rebuild_max_records must be >= 0")
     check(config.shutdown_timeout_s > 0, "shutdown_timeout_s must be > 0")
+    check(1 <= config.session_timeout_s <= 3600, "session_timeout_s must be 1..3600 seconds")
     check(config.inference_threads >= 0, "inference_threads must be >= 0 (0: all cores)")
     if config.bootstrap is not None:
         for server in config.bootstrap.split(","):

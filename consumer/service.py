@@ -122,6 +122,8 @@ class Service:
             # brokers that do not wake a waiting fetch on new data (Tansu) would otherwise
             # add up to 500 ms to every event's latency
             fetch_max_wait_ms=20,
+            session_timeout_ms=int(c.session_timeout_s * 1000),
+            heartbeat_interval_ms=max(100, int(c.session_timeout_s * 1000 / 3)),
             **security,
         )
         producer = AIOKafkaProducer(

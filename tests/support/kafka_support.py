@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,3 +125,55 @@ def service_process(bootstrap: str, topics: Topics, *extra: str,
 
 def repo_root() -> Path:
     return Path(__file__).parents[2]
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def seconds_until_ready(port: int, timeout: float, proc: subprocess.Popen[Any] | None = None) -> float:
+    """Poll /readyz until it answers 200; returns the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"service exited with {proc.returncode} before it was ready")
+        if ready_now(port):
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"not ready after {timeout:.0f} s")
+
+
+def ready_now(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def simulate_process(bootstrap: str, topic: str, links: int, rate: float, duration: float,
+                     bad_rate: float) -> subprocess.Popen[bytes]:
+    """`pba simulate` as a real process: a steady stream, with malformed events mixed in."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "simulate", "--bootstrap", bootstrap, "--topic", topic,
+         "--links", str(links), "--rate", str(rate), "--duration", str(duration),
+         "--bad-rate", str(bad_rate), "--regime", "mixed", "--quiet"])
+
+
+def classify(values: Iterable[bytes | None]) -> tuple[set[tuple[str, float]], list[bytes]]:
+    """Input values as the service must see them: valid events by (link, ts), and the
+    values that must be dead-lettered."""
+    from schemas import EventError, decode_event
+
+    valid: set[tuple[str, float]] = set()
+    bad: list[bytes] = []
+    for value in values:
+        try:
+            event = decode_event(value)
+        except EventError:
+            bad.append(value or b"")
+            continue
+        valid.add((event.link_id, event.ts))
+    return valid, bad

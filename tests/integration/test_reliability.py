@@ -1,0 +1,251 @@
+"""Reliability against the real (embedded) broker: crashes, hostile input, many links,
+an unreachable broker. Figures printed here go to docs/RELIABILITY.md.
+
+Counts scale with PBA_RELIABILITY_SCALE (default 1: minutes in `make test`; the doc's
+full-size figures come from larger values)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+
+import orjson
+import pytest
+from aiokafka.structs import ConsumerRecord
+from kafka_support import (
+    Topics,
+    classify,
+    free_port,
+    predictions,
+    produce,
+    read,
+    ready_now,
+    seconds_until_ready,
+    service_process,
+    simulate_process,
+)
+
+from consumer.broker import EmbeddedBroker
+
+pytestmark = pytest.mark.integration
+
+SCALE = float(os.environ.get("PBA_RELIABILITY_SCALE", "1"))
+#: short enough that a SIGKILLed member's partitions move on quickly, within what brokers allow
+SESSION = ("--session-timeout-s", "6")
+
+
+def assert_nothing_lost(inputs: list[bytes], outputs: list[ConsumerRecord],
+                        dead: list[ConsumerRecord]) -> dict[str, int]:
+    """Every valid input event has a prediction, repeats carry the same id, every
+    malformed input is in the dead-letter topic."""
+    valid, bad = classify(inputs)
+    by_event: dict[tuple[str, float], set[str]] = defaultdict(set)
+    for p in predictions(outputs):
+        by_event[(p["link_id"], p["ts"])].add(p["prediction_id"])
+    missing = valid - by_event.keys()
+    assert not missing, f"{len(missing)} valid events have no prediction, e.g. {sorted(missing)[:3]}"
+    assert not by_event.keys() - valid, "a prediction for an event that was never sent"
+    conflicting = {k: ids for k, ids in by_event.items() if len(ids) > 1}
+    assert not conflicting, f"{len(conflicting)} events got different prediction ids"
+    dead_values = {r.value for r in dead}
+    assert all(value in dead_values for value in bad), "a malformed event is not in the dead-letter topic"
+    return {"valid": len(valid), "bad": len(bad), "predictions": len(outputs),
+            "repeats": len(outputs) - len(by_event)}
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_repeats_only_identical_ids(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """Five SIGKILLs (one before the member is even ready) and restarts in the same group
+    while a stream with malformed events flows: nothing lost, no conflicting ids."""
+    rng = random.Random(20261130)
+    rate, duration = 400.0, 60.0 * SCALE
+    stream = simulate_process(kafka_bootstrap, topics.input, links=40, rate=rate, duration=duration,
+                              bad_rate=0.02)
+    ready_after: list[float] = []
+    try:
+        for kill in range(5):
+            port = free_port()
+            with service_process(kafka_bootstrap, topics, "--mode", "auto", "--metrics-port", str(port),
+                                 *SESSION) as proc:
+                if kill == 2:  # a crash during start-up: group join or window rebuild
+                    time.sleep(rng.uniform(0.5, 2.0))
+                else:
+                    ready_after.append(seconds_until_ready(port, 90, proc))
+                    time.sleep(rng.uniform(0.5, 4.0))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+        assert stream.wait(duration + 120) == 0
+    finally:
+        if stream.poll() is None:
+            stream.kill()
+    inputs = [r.value for r in asyncio.run(read(kafka_bootstrap, topics.input, 10**9, timeout=15, settle=0))]
+    valid, bad = classify(inputs)
+    port = free_port()
+    with service_process(kafka_bootstrap, topics, "--mode", "auto", "--metrics-port", str(port),
+                         *SESSION) as proc:
+        ready_after.append(seconds_until_ready(port, 90, proc))
+        outputs = asyncio.run(read(kafka_bootstrap, topics.output, len(valid), timeout=120, settle=2))
+        dead = asyncio.run(read(kafka_bootstrap, topics.dlq, len(bad), timeout=30, settle=1))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    figures = assert_nothing_lost(inputs, outputs, dead)
+    print(f"\nreliability/crash: {figures}, 5 SIGKILLs, restart to ready "
+          f"{', '.join(f'{s:.1f}' for s in ready_after)} s")
+
+
+def test_hostile_input_is_dead_lettered_with_a_reason_and_memory_stays_flat(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """Malformed, truncated, oversized, mistyped, non-UTF-8 and adversarial messages mixed
+    into valid ones: no crash, each bad one dead-lettered with its reason, each valid one
+    predicted, resident memory flat between the first and the second half."""
+    rng = random.Random(7)
+    valid_count, hostile_count, slices = int(60_000 * SCALE), int(6_000 * SCALE), 12
+    links = 200
+    messages: list[tuple[bytes | None, bytes]] = []
+    for i in range(valid_count):
+        link = f"link-{i % links:04d}"
+        messages.append((link.encode(), orjson.dumps(
+            {"link_id": link, "ts": 1_700_000_000 + i // links, "bandwidth_mbps": 50 + rng.random()})))
+    for j in range(hostile_count):
+        messages.insert(rng.randrange(len(messages)), (None, hostile(j, rng)))
+    port = free_port()
+    rss = []
+    with service_process(kafka_bootstrap, topics, "--mode", "datacenter", "--metrics-port", str(port),
+                         "--max-event-bytes", "4096") as proc:
+        seconds_until_ready(port, 60, proc)
+        sent_valid = 0
+        for k in range(slices):  # resident memory after each slice: a warm-up, then flat
+            part = messages[k * len(messages) // slices:(k + 1) * len(messages) // slices]
+            asyncio.run(produce(kafka_bootstrap, topics.input, part))
+            sent_valid += sum(key is not None for key, _ in part)
+            outputs = asyncio.run(read(kafka_bootstrap, topics.output, sent_valid, timeout=300, settle=0.5))
+            rss.append(rss_bytes(proc.pid))
+        dead = asyncio.run(read(kafka_bootstrap, topics.dlq, hostile_count, timeout=60, settle=1))
+        metrics = scrape(port)
+        assert proc.poll() is None, "the service died"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    figures = assert_nothing_lost([v for _, v in messages], outputs, dead)
+    assert figures["bad"] == hostile_count and len(dead) == hostile_count
+    reasons = {dict(r.headers)["pba.error.reason"].decode() for r in dead}
+    assert {"invalid_json", "too_large", "wrong_type", "out_of_range", "duplicate_key"} <= reasons
+    assert all(dict(r.headers)["pba.error.message"] for r in dead)
+    counted = sum(float(v) for v in re.findall(r'^pba_events_invalid_total\{[^}]*\} (\S+)$', metrics, re.M))
+    assert counted == hostile_count
+    mib = [round(r / 2**20) for r in rss]
+    print(f"\nreliability/hostile: {hostile_count} hostile in {valid_count} valid, reasons "
+          f"{sorted(reasons)}, RSS after each twelfth {mib} MiB")
+    last_third = mib[-slices // 3:]
+    assert max(last_third) - min(last_third) < 12, f"resident memory still growing: {mib} MiB"
+
+
+def hostile(j: int, rng: random.Random) -> bytes:
+    """The j-th hostile message, cycling through the kinds a service meets in the wild."""
+    kinds = [
+        lambda: b'{"link_id": "x", "ts": 1, "bandwidth_mbps": 5',  # truncated
+        lambda: b"\xff\xfe\xfa" + rng.randbytes(20),  # not UTF-8
+        lambda: b"x" * 5000,  # over --max-event-bytes
+        lambda: orjson.dumps({"link_id": "x", "ts": 1, "bandwidth_mbps": "fast"}),  # wrong type
+        lambda: b'{"link_id": "x", "ts": 1, "bandwidth_mbps": 1e999}',  # huge number
+        lambda: b'{"link_id": "x", "ts": 1, "bandwidth_mbps": NaN}',  # NaN is not JSON
+        lambda: b"[" * 2000 + b"]" * 2000,  # deep nesting
+        lambda: b'{"link_id": "x", "link_id": "y", "ts": 1, "bandwidth_mbps": 5}',  # duplicate key
+        lambda: orjson.dumps({"link_id": "L" * 300, "ts": 1, "bandwidth_mbps": 5}),  # enormous id
+        lambda: orjson.dumps({"link_id": "x", "ts": -5, "bandwidth_mbps": 5}),  # bad timestamp
+        lambda: orjson.dumps({"link_id": "x", "ts": 1, "bandwidth_mbps": 1e30}),  # out of range
+        lambda: b"",  # empty
+        lambda: orjson.dumps([1, 2, 3]),  # not an object
+        lambda: orjson.dumps({"link_id": None, "ts": 1, "bandwidth_mbps": 5}),  # null id
+    ]
+    return kinds[j % len(kinds)]()
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def series(metrics: str) -> set[str]:
+    """Names and labels of every exported series (values and comments left out)."""
+    return {line.rsplit(" ", 1)[0] for line in metrics.splitlines() if line and not line.startswith("#")}
+
+
+def test_a_million_distinct_links_keep_memory_and_metric_series_bounded(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """Distinct link ids arriving once each: the link cap and eviction bound memory, and
+    no series is added per link."""
+    total, cap = int(50_000 * SCALE), 10_000
+    port = free_port()
+    with service_process(kafka_bootstrap, topics, "--mode", "datacenter", "--metrics-port", str(port),
+                         "--max-links", str(cap)) as proc:
+        seconds_until_ready(port, 60, proc)
+        warm = [(b"w", orjson.dumps({"link_id": "warm", "ts": 1, "bandwidth_mbps": 5}))]
+        asyncio.run(produce(kafka_bootstrap, topics.input, warm))
+        asyncio.run(read(kafka_bootstrap, topics.output, 1, timeout=60, settle=0))
+        time.sleep(2)  # a housekeeping round: per-partition series (lag) exist from then on
+        before = scrape(port)
+        rss_before = rss_bytes(proc.pid)
+        messages = [(None, orjson.dumps({"link_id": f"link-{i:09d}", "ts": 2, "bandwidth_mbps": 5.0}))
+                    for i in range(total)]
+        asyncio.run(produce(kafka_bootstrap, topics.input, messages))
+        outputs = asyncio.run(read(kafka_bootstrap, topics.output, total + 1, timeout=300, settle=2))
+        after = scrape(port)
+        rss_after = rss_bytes(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert len(outputs) == total + 1
+    tracked = float(re.search(r"^pba_links_tracked (\S+)$", after, re.M).group(1))  # type: ignore[union-attr]
+    assert tracked <= cap
+    evicted = float(re.search(r'^pba_links_evicted_total\{reason="cap"\} (\S+)$', after, re.M).group(1))  # type: ignore[union-attr]
+    assert evicted >= total + 1 - cap
+    new_series = series(after) - series(before)
+    assert not new_series, f"series added by new links: {sorted(new_series)[:5]}"
+    growth = (rss_after - rss_before) / 2**20
+    print(f"\nreliability/cardinality: {total} links once each, cap {cap}: tracked {tracked:.0f}, "
+          f"evicted {evicted:.0f}, RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB")
+    assert growth < 64, f"resident memory grew by {growth:.0f} MiB"
+
+
+def test_a_broker_unreachable_at_start_up_is_retried_with_a_clear_message_not_a_crash(
+    topics: Topics,
+) -> None:
+    port = free_port()
+    metrics_port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "run", "--bootstrap", bootstrap, "--input-topic", topics.input,
+         "--output-topic", topics.output, "--dlq-topic", topics.dlq, "--group-id", topics.group,
+         "--metrics-port", str(metrics_port), "--mode", "datacenter"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)
+        assert proc.poll() is None, "the service exited instead of retrying"
+        assert not ready_now(metrics_port)
+        with EmbeddedBroker(port=port) as broker:
+            seconds_until_ready(metrics_port, 90, proc)
+            asyncio.run(produce(broker.bootstrap, topics.input,
+                                [(b"a", orjson.dumps({"link_id": "a", "ts": 1, "bandwidth_mbps": 5}))]))
+            assert len(asyncio.run(read(broker.bootstrap, topics.output, 1, timeout=60, settle=0))) == 1
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stderr = proc.communicate()[1]
+    assert f"cannot reach Kafka at {bootstrap}" in stderr and "retrying in" in stderr
