@@ -47,6 +47,7 @@ POLL_TIMEOUT_MS = 100
 HOUSEKEEPING_S = 1.0
 SEND_RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 PRODUCER_BATCH_BYTES = 256 * 1024
+BROKER_PROBE_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -215,7 +216,6 @@ class Service:
                 batches = await self._consumer.getmany(
                     timeout_ms=POLL_TIMEOUT_MS, max_records=self.config.batch_max
                 )
-                self._broker_ok = True
             except KafkaError as exc:
                 self._broker_ok = False
                 log.warning("fetch failed (%s); retrying", exc)
@@ -330,7 +330,6 @@ class Service:
         started = time.perf_counter()
         try:
             await self._consumer.commit(owned)
-            self._broker_ok = True
         except KafkaError as exc:
             # the events stay uncommitted and are predicted again (same ids) after a restart
             self.metrics.commit_failures.inc()
@@ -482,10 +481,29 @@ class Service:
             if time.monotonic() - last_evict >= evict_every:
                 last_evict = time.monotonic()
                 await loop.run_in_executor(self._worker, self.processor.evict_idle)
+            await self._probe_broker()
             await self._update_lag()
             if self._producer is not None:
                 await self._update_output_partitions()
             self.metrics.ready.set(1 if self.readiness()[0] else 0)
+
+    async def _probe_broker(self) -> None:
+        """Readiness follows the broker: a metadata round trip each second. A frozen or
+        cut-off broker does not make a waiting fetch fail (it just returns nothing), so
+        only an answer shows the broker is there."""
+        if self._consumer is None:
+            return
+        try:
+            await asyncio.wait_for(self._consumer.topics(), BROKER_PROBE_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:
+            if self._broker_ok:
+                log.warning("Kafka at %s is not answering (%s); not ready until it does",
+                            self.bootstrap, type(exc).__name__)
+            self._broker_ok = False
+            return
+        if not self._broker_ok:
+            log.warning("Kafka at %s answers again", self.bootstrap)
+        self._broker_ok = True
 
     async def _update_output_partitions(self) -> None:
         """Tell the processor how many partitions the output topic has (it places each

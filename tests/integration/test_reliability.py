@@ -7,6 +7,7 @@ full-size figures come from larger values)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -16,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
+from typing import Any
 
 import orjson
 import pytest
@@ -61,6 +63,17 @@ def assert_nothing_lost(inputs: list[bytes], outputs: list[ConsumerRecord],
             "repeats": len(outputs) - len(by_event)}
 
 
+def read_results(bootstrap: str, topics: Topics) -> tuple[list[bytes], list[ConsumerRecord],
+                                                         list[ConsumerRecord]]:
+    """Everything sent to the input topic, then the predictions and dead letters it must
+    have produced (read until all are there or the time is up)."""
+    inputs = [r.value for r in asyncio.run(read(bootstrap, topics.input, 10**9, timeout=15, settle=0))]
+    valid, bad = classify(inputs)
+    outputs = asyncio.run(read(bootstrap, topics.output, len(valid), timeout=120, settle=2))
+    dead = asyncio.run(read(bootstrap, topics.dlq, len(bad), timeout=30, settle=1))
+    return inputs, outputs, dead
+
+
 def test_sigkill_at_random_moments_loses_nothing_and_repeats_only_identical_ids(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
@@ -87,14 +100,11 @@ def test_sigkill_at_random_moments_loses_nothing_and_repeats_only_identical_ids(
     finally:
         if stream.poll() is None:
             stream.kill()
-    inputs = [r.value for r in asyncio.run(read(kafka_bootstrap, topics.input, 10**9, timeout=15, settle=0))]
-    valid, bad = classify(inputs)
     port = free_port()
     with service_process(kafka_bootstrap, topics, "--mode", "auto", "--metrics-port", str(port),
                          *SESSION) as proc:
         ready_after.append(seconds_until_ready(port, 90, proc))
-        outputs = asyncio.run(read(kafka_bootstrap, topics.output, len(valid), timeout=120, settle=2))
-        dead = asyncio.run(read(kafka_bootstrap, topics.dlq, len(bad), timeout=30, settle=1))
+        inputs, outputs, dead = read_results(kafka_bootstrap, topics)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     figures = assert_nothing_lost(inputs, outputs, dead)
@@ -249,3 +259,106 @@ def test_a_broker_unreachable_at_start_up_is_retried_with_a_clear_message_not_a_
             proc.kill()
         stderr = proc.communicate()[1]
     assert f"cannot reach Kafka at {bootstrap}" in stderr and "retrying in" in stderr
+
+
+def test_a_frozen_broker_turns_readiness_off_and_back_and_nothing_is_lost(topics: Topics) -> None:
+    """SIGSTOP the broker (a stall: GC pause, full disk, stuck host) while events flow,
+    SIGCONT it later: /readyz goes false and back by itself, nothing is lost."""
+    figures = []
+    with EmbeddedBroker() as broker:
+        assert broker.pid is not None
+        stream = simulate_process(broker.bootstrap, topics.input, links=20, rate=200,
+                                  duration=40 * SCALE, bad_rate=0.01)
+        port = free_port()
+        try:
+            with service_process(broker.bootstrap, topics, "--mode", "datacenter",
+                                 "--metrics-port", str(port)) as proc:
+                seconds_until_ready(port, 60, proc)
+                for frozen_s in (5.0, 12.0):  # the second outlasts the group session (10 s)
+                    time.sleep(4)
+                    os.kill(broker.pid, signal.SIGSTOP)
+                    started, unready_after = time.monotonic(), None
+                    while time.monotonic() - started < frozen_s:
+                        if unready_after is None and not ready_now(port):
+                            unready_after = time.monotonic() - started
+                        time.sleep(0.2)
+                    os.kill(broker.pid, signal.SIGCONT)
+                    assert unready_after is not None, "/readyz stayed true while the broker was frozen"
+                    figures.append((frozen_s, round(unready_after, 1),
+                                    round(seconds_until_ready(port, 120, proc), 1)))
+                assert stream.wait(40 * SCALE + 120) == 0
+                inputs, outputs, dead = read_results(broker.bootstrap, topics)
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(30) == 0
+        finally:
+            if stream.poll() is None:
+                stream.kill()
+    result = assert_nothing_lost(inputs, outputs, dead)
+    print(f"\nreliability/freeze: {result}; (frozen s, unready after s, ready again after s) {figures}")
+
+
+def test_three_members_killed_added_stopped_lose_nothing_and_moved_links_keep_the_model(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """Three instances in one group under load; one SIGKILLed, one added, one stopped with
+    SIGTERM. Nothing is lost, and a link that moves keeps model-sourced predictions: its
+    new owner rebuilt the window from history before predicting."""
+    duration = 60 * SCALE
+    stream = simulate_process(kafka_bootstrap, topics.input, links=30, rate=240, duration=duration,
+                              bad_rate=0.01)
+    members: list[tuple[subprocess.Popen[bytes], int]] = []
+    started = time.monotonic()
+
+    def start() -> subprocess.Popen[bytes]:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "consumer.cli", "run", "--bootstrap", kafka_bootstrap,
+             "--input-topic", topics.input, "--output-topic", topics.output, "--dlq-topic", topics.dlq,
+             "--group-id", topics.group, "--metrics-port", str(port), "--mode", "datacenter",
+             "--log-level", "WARNING", *SESSION])
+        members.append((proc, port))
+        return proc
+
+    try:
+        first, second, _ = start(), start(), start()
+        for proc, port in members:
+            seconds_until_ready(port, 90, proc)
+        time.sleep(6)
+        first.send_signal(signal.SIGKILL)  # crashed: its partitions move after the session timeout
+        first.wait(10)
+        time.sleep(10)
+        added = start()
+        seconds_until_ready(members[-1][1], 90, added)
+        time.sleep(6)
+        second.send_signal(signal.SIGTERM)  # graceful: commits and leaves at once
+        assert second.wait(30) == 0
+        assert stream.wait(duration + 120) == 0
+        inputs, outputs, dead = read_results(kafka_bootstrap, topics)
+    finally:
+        for proc, _ in members:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in members:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+            if proc.poll() is None:
+                proc.kill()
+        if stream.poll() is None:
+            stream.kill()
+    result = assert_nothing_lost(inputs, outputs, dead)
+    regressions = []
+    for link, series_ in by_link(predictions(outputs)).items():
+        sources = [p["source"] for p in series_]
+        if "model" in sources:
+            after_first_model = sources[sources.index("model"):]
+            regressions += [link for s in after_first_model if s != "model"]
+    assert not regressions, f"links fell back to the heuristic after a move: {sorted(set(regressions))[:5]}"
+    print(f"\nreliability/rebalance: {result} in {time.monotonic() - started:.0f} s; "
+          f"every link model-sourced from its first model prediction on")
+
+
+def by_link(preds: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in sorted(preds, key=lambda p: p["ts"]):
+        out[p["link_id"]].append(p)
+    return out
