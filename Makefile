@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test lint rules prometheus broker model-card clean
+.PHONY: demo test lint rules system-packages broker model-card clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,16 +25,22 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 demo: $(VENV)/.installed-run
 	$(PY) -m consumer.demo
 
-test: $(VENV)/.installed-dev lint rules
+test: $(VENV)/.installed-dev system-packages lint rules
 	$(PY) -m pytest
 
-# Debian's prometheus package gives promtool and a real server for the integration test.
-prometheus:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
-	  { echo "installing Debian's prometheus package (promtool, server) ..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+# Debian packages the tests use: prometheus (promtool and a real server), stunnel4 (a
+# real TLS terminator in front of the broker) and openssl (the test certificates).
+system-packages:
+	@missing=""; \
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="prometheus"; \
+	command -v stunnel4 >/dev/null || missing="$$missing stunnel4"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
-rules: prometheus
+rules: system-packages
 	cd deploy/prometheus && promtool check rules pba-rules.yml && promtool test rules tests/*.yml
 
 lint: $(VENV)/.installed-dev

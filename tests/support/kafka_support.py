@@ -46,8 +46,9 @@ def link_events(links: int, per_link: int, t0: float = 1_700_000_000.0) -> list[
     return out
 
 
-async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]],
+                  **client: Any) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **client)
     await producer.start()
     n = 0
     try:
@@ -60,10 +61,10 @@ async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | N
 
 
 async def read(bootstrap: str, topic: str, count: int, timeout: float = 60.0,
-               settle: float = 1.5) -> list[ConsumerRecord]:
+               settle: float = 1.5, **client: Any) -> list[ConsumerRecord]:
     """Read `count` messages from the start (then `settle` more seconds to catch extras)."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+                                enable_auto_commit=False, **client)
     await consumer.start()
     records: list[ConsumerRecord] = []
     deadline = time.monotonic() + timeout
