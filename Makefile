@@ -29,12 +29,14 @@ test: $(VENV)/.installed-dev system-packages lint rules
 	$(PY) -m pytest
 
 # Debian packages the tests use: prometheus (promtool and a real server), stunnel4 (a
-# real TLS terminator in front of the broker) and openssl (the test certificates).
+# real TLS terminator in front of the broker), openssl (the test certificates) and
+# iptables (cutting the broker off).
 system-packages:
 	@missing=""; \
 	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="prometheus"; \
 	command -v stunnel4 >/dev/null || missing="$$missing stunnel4"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing ..."; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -261,12 +262,34 @@ def test_a_broker_unreachable_at_start_up_is_retried_with_a_clear_message_not_a_
     assert f"cannot reach Kafka at {bootstrap}" in stderr and "retrying in" in stderr
 
 
-def test_a_frozen_broker_turns_readiness_off_and_back_and_nothing_is_lost(topics: Topics) -> None:
-    """SIGSTOP the broker (a stall: GC pause, full disk, stuck host) while events flow,
-    SIGCONT it later: /readyz goes false and back by itself, nothing is lost."""
+@contextlib.contextmanager
+def broker_fault(kind: str, broker: EmbeddedBroker) -> Iterator[None]:
+    """`freeze`: SIGSTOP the broker process (a stall), SIGCONT after. `cut`: drop every
+    packet to its port with iptables (a partition), remove the rule after."""
+    assert broker.pid is not None and broker.port is not None
+    if kind == "freeze":
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        return
+    rule = ["INPUT", "-p", "tcp", "-i", "lo", "--dport", str(broker.port), "-j", "DROP"]
+    subprocess.run(["iptables", "-I", *rule], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=True)
+
+
+@pytest.mark.parametrize("kind", ["freeze", "cut"])
+def test_a_stalled_or_cut_off_broker_turns_readiness_off_and_back_and_nothing_is_lost(
+    kind: str, topics: Topics
+) -> None:
+    """The broker frozen (SIGSTOP) or cut off (iptables DROP) while events flow, then
+    back: /readyz goes false and true again by itself, nothing is lost."""
     figures = []
     with EmbeddedBroker() as broker:
-        assert broker.pid is not None
         stream = simulate_process(broker.bootstrap, topics.input, links=20, rate=200,
                                   duration=40 * SCALE, bad_rate=0.01)
         port = free_port()
@@ -274,17 +297,16 @@ def test_a_frozen_broker_turns_readiness_off_and_back_and_nothing_is_lost(topics
             with service_process(broker.bootstrap, topics, "--mode", "datacenter",
                                  "--metrics-port", str(port)) as proc:
                 seconds_until_ready(port, 60, proc)
-                for frozen_s in (5.0, 12.0):  # the second outlasts the group session (10 s)
+                for fault_s in (5.0, 12.0):  # the second outlasts the group session (10 s)
                     time.sleep(4)
-                    os.kill(broker.pid, signal.SIGSTOP)
-                    started, unready_after = time.monotonic(), None
-                    while time.monotonic() - started < frozen_s:
-                        if unready_after is None and not ready_now(port):
-                            unready_after = time.monotonic() - started
-                        time.sleep(0.2)
-                    os.kill(broker.pid, signal.SIGCONT)
-                    assert unready_after is not None, "/readyz stayed true while the broker was frozen"
-                    figures.append((frozen_s, round(unready_after, 1),
+                    with broker_fault(kind, broker):
+                        started, unready_after = time.monotonic(), None
+                        while time.monotonic() - started < fault_s:
+                            if unready_after is None and not ready_now(port):
+                                unready_after = time.monotonic() - started
+                            time.sleep(0.2)
+                    assert unready_after is not None, f"/readyz stayed true during the {kind}"
+                    figures.append((fault_s, round(unready_after, 1),
                                     round(seconds_until_ready(port, 120, proc), 1)))
                 assert stream.wait(40 * SCALE + 120) == 0
                 inputs, outputs, dead = read_results(broker.bootstrap, topics)
@@ -294,7 +316,7 @@ def test_a_frozen_broker_turns_readiness_off_and_back_and_nothing_is_lost(topics
             if stream.poll() is None:
                 stream.kill()
     result = assert_nothing_lost(inputs, outputs, dead)
-    print(f"\nreliability/freeze: {result}; (frozen s, unready after s, ready again after s) {figures}")
+    print(f"\nreliability/{kind}: {result}; (fault s, unready after s, ready again after s) {figures}")
 
 
 def test_three_members_killed_added_stopped_lose_nothing_and_moved_links_keep_the_model(

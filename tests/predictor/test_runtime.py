@@ -54,6 +54,31 @@ def test_a_corrupt_model_with_a_matching_hash_is_refused(models_copy: Path) -> N
         load_models(models_copy)
 
 
+class _WritesAMarker:
+    """Unpickling this would run code: it creates the file it names."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_pickle_in_place_of_a_model_is_never_unpickled(models_copy: Path, tmp_path: Path) -> None:
+    """Only ONNX is ever parsed: a pickle with a matching hash is refused, its code not run."""
+    import pickle
+
+    from predictor.manifest import sha256_of
+
+    marker = tmp_path / "code-ran"
+    path = models_copy / "internet-tiny.onnx"
+    path.write_bytes(pickle.dumps(_WritesAMarker(marker)))
+    edit_manifest(models_copy, "internet", sha256=sha256_of(path))
+    with pytest.raises(ModelError, match="ONNX Runtime cannot load internet model"):
+        load_models(models_copy)
+    assert not marker.exists()
+
+
 def test_a_model_for_another_feature_set_is_refused(models_copy: Path) -> None:
     edit_manifest(models_copy, "internet", features=["bandwidth_mbps"])
     with pytest.raises(ManifestError, match="features .* retrain"):
