@@ -231,8 +231,10 @@ class Service:
                 records.extend(r for recs in more.values() for r in recs)
             async with self._lock:
                 if records:
-                    output = await loop.run_in_executor(self._worker, self.processor.process, records)
-                    await self._publish(output)
+                    processing = loop.run_in_executor(self._worker, self.processor.process, records)
+                    # commit what earlier batches got acknowledged while this one is in inference
+                    await self._complete(block=False)
+                    await self._publish(await processing)
                     await self._complete(block=len(self._in_flight) >= self.config.max_in_flight)
                 else:
                     await self._complete(block=True)
