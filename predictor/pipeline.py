@@ -129,10 +129,7 @@ class Pipeline:
         self, slots: npt.NDArray[np.intp], deadline: float | None = None, use_models: bool = True
     ) -> Round:
         """Predictions and allocations for the given links from their current windows."""
-        raw = self.store.windows(slots)
-        modes = self.store.column("mode")[slots]
-        modes = np.where(modes == UNDECIDED, HYBRID, modes).astype(np.int8)
-        result = self.engine.predict(raw, self.store.counts(slots), modes, deadline, use_models)
+        raw, modes, result = self._forecast(slots, deadline, use_models)
         rtt = last_present(raw[:, :, LATENCY])
         rtt = np.where(np.isnan(rtt), DEFAULT_RTT_MS[modes], rtt)
         streams = self.store.column("streams")
@@ -146,6 +143,18 @@ class Pipeline:
         )
         streams[slots] = allocations.streams
         return Round(slots, self.store.newest_ts(slots), result, allocations, raw)
+
+    def forecast(self, slots: npt.NDArray[np.intp]) -> BatchResult:
+        """The predictions alone, without allocations: what the backtest scores."""
+        return self._forecast(slots, None, True)[2]
+
+    def _forecast(
+        self, slots: npt.NDArray[np.intp], deadline: float | None, use_models: bool
+    ) -> tuple[np.ndarray, npt.NDArray[np.int8], BatchResult]:
+        raw = self.store.windows(slots)
+        modes = self.store.column("mode")[slots]
+        modes = np.where(modes == UNDECIDED, HYBRID, modes).astype(np.int8)
+        return raw, modes, self.engine.predict(raw, self.store.counts(slots), modes, deadline, use_models)
 
     def prediction_ids(self, batch: Round) -> list[str]:
         """Deterministic ids: same link, same window (values and newest ts), same model

@@ -85,10 +85,10 @@ def replay(
         accepted = pipeline.observe_slots(slots, all_t[rows], all_v[rows])
         if not accepted.all():
             raise ValueError("trace times must increase strictly")
-        batch = pipeline.predict(slots)
-        predicted[rows] = batch.result.predicted_mbps
-        confidence[rows] = batch.result.confidence
-        label[rows] = np.where(batch.result.source == FALLBACK, _FALLBACK_LABEL, batch.result.mode)
+        result = pipeline.forecast(slots)
+        predicted[rows] = result.predicted_mbps
+        confidence[rows] = result.confidence
+        label[rows] = np.where(result.source == FALLBACK, _FALLBACK_LABEL, result.mode)
         lane_pos[active] += 1
         finished = active[lane_pos[active] >= lengths[lane_trace[active]] - 1]
         if finished.size:
