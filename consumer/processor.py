@@ -25,7 +25,7 @@ from consumer.metrics import Metrics
 from predictor.allocation import ACTION_NAMES
 from predictor.confidence import HIT_TOLERANCE
 from predictor.engine import MODEL, SOURCE_NAMES
-from predictor.modes import BUDGET_S, DATACENTER, MODE_NAMES
+from predictor.modes import MODE_NAMES
 from predictor.pipeline import Pipeline, Round
 from predictor.window import MEASURED_CHANNELS
 from schemas import EventError, MetricEvent, decode_event
@@ -34,9 +34,6 @@ from schemas.prediction import PredictionColumns, encode_predictions
 log = logging.getLogger(__name__)
 
 V1_VERSION = "v1-last-value"
-#: Share of a batch's time allowed for inference before the fallback takes over: half the
-#: tightest budget (100 ms), leaving the rest for Kafka and queueing.
-INFERENCE_DEADLINE_S = 0.05
 PREDICTORS = ("v3", "v1")
 
 
@@ -182,33 +179,18 @@ class Processor:
             bucket[slots[new]] = [rollout_bucket(e.link_id) for (e, _), n in zip(kept, new, strict=True) if n]
         v3 = np.zeros(len(slots), dtype=bool) if flags.kill_switch else bucket[slots] < flags.rollout_percent
 
-        deadline = self._deadline(kept)
         live_v3 = np.flatnonzero(v3)
         live_v1 = np.flatnonzero(~v3)
         if flags.shadow:
             live_v1 = np.arange(len(slots))
             live_v3 = np.empty(0, dtype=np.intp)
-            self._emit(self.pipeline.predict(slots, deadline), kept, "v3", True, out,
+            self._emit(self.pipeline.predict(slots), kept, "v3", True, out,
                        np.arange(len(slots)))
         if live_v3.size:
-            self._emit(self.pipeline.predict(slots[live_v3], deadline), kept, "v3", False, out, live_v3)
+            self._emit(self.pipeline.predict(slots[live_v3]), kept, "v3", False, out, live_v3)
         if live_v1.size:
             self._emit(self.pipeline.predict(slots[live_v1], use_models=False), kept, "v1", False,
                        out, live_v1)
-
-    @staticmethod
-    def _deadline(events: list[tuple[MetricEvent, ConsumerRecord]]) -> float | None:
-        """Inference deadline for a round, or None when catching up on a backlog.
-
-        Live events get half the tightest budget; a model that would take longer is
-        replaced by the fallback to keep the budget. Events already older than the budget
-        when read (a backlog after a restart or an outage) have missed it anyway: they get
-        the model, which is then also the fastest way through the backlog.
-        """
-        oldest_ms = min((r.timestamp for _, r in events if r.timestamp > 0), default=0)
-        if oldest_ms and time.time() - oldest_ms / 1000.0 > BUDGET_S[DATACENTER]:
-            return None
-        return time.perf_counter() + INFERENCE_DEADLINE_S
 
     def _emit(self, batch: Round, events: list[tuple[MetricEvent, ConsumerRecord]], predictor: str,
               shadow: bool, out: BatchOutput, rows: npt.NDArray[np.intp]) -> None:

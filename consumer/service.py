@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from consumer.config import ServiceConfig
 from consumer.flags import FlagsFile
@@ -48,6 +48,7 @@ HOUSEKEEPING_S = 1.0
 SEND_RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 PRODUCER_BATCH_BYTES = 256 * 1024
 BROKER_PROBE_TIMEOUT_S = 2.0
+REBUILD_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -230,6 +231,10 @@ class Service:
                 )
                 records.extend(r for recs in more.values() for r in recs)
             async with self._lock:
+                # records fetched before a revocation are the new owner's: it reads them again
+                # (they are not committed) with the windows that this instance just dropped
+                assigned = self._assigned
+                records = [r for r in records if (r.topic, r.partition) in assigned]
                 if records:
                     processing = loop.run_in_executor(self._worker, self.processor.process, records)
                     # commit what earlier batches got acknowledged while this one is in inference
@@ -393,13 +398,18 @@ class Service:
                 return 0
             self._history.assign([tp])
             self._history.seek(tp, start)
-            records = []
+            records: list[ConsumerRecord] = []
+            # a busy broker may answer the first fetches empty: keep reading until the
+            # committed offset, within a time limit, rather than stop at the first empty poll
+            deadline = time.monotonic() + REBUILD_TIMEOUT_S
             while await self._history.position(tp) < committed:
-                got = await self._history.getmany(tp, timeout_ms=1000, max_records=5000)
-                batch = [r for r in got.get(tp, []) if r.offset < committed]
-                if not got:
+                if time.monotonic() > deadline:
+                    log.warning("window rebuild for %s stopped after %.0f s at offset %d of %d; "
+                                "its links warm up again", tp, REBUILD_TIMEOUT_S,
+                                await self._history.position(tp), committed)
                     break
-                records.extend(batch)
+                got = await self._history.getmany(tp, timeout_ms=1000, max_records=5000)
+                records.extend(r for r in got.get(tp, []) if r.offset < committed)
             taken = await asyncio.get_running_loop().run_in_executor(
                 self._worker, self.processor.replay, records)
             self.metrics.windows_rebuilt.inc(len(records))

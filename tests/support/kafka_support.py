@@ -80,6 +80,30 @@ async def read(bootstrap: str, topic: str, count: int, timeout: float = 60.0,
     return records
 
 
+async def read_covering(bootstrap: str, topic: str, events: set[tuple[str, float]],
+                        timeout: float, settle: float = 2.0) -> list[ConsumerRecord]:
+    """Read predictions from the start until every (link, ts) in `events` has one (then
+    `settle` more seconds). Counting records is not enough when some are repeats."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    left = set(events)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for recs in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(recs)
+                for r in recs:
+                    p = orjson.loads(r.value)
+                    left.discard((p["link_id"], p["ts"]))
+            if not left:
+                deadline = min(deadline, time.monotonic() + settle)
+    finally:
+        await consumer.stop()
+    return records
+
+
 def predictions(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in records]
 
