@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from consumer.config import ServiceConfig
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 V1_VERSION = "v1-last-value"
 PREDICTORS = ("v3", "v1")
+#: the rule aiokafka's producer (and Kafka's Java client) uses to place a keyed message
+_PARTITIONER = DefaultPartitioner()
 
 
 Headers = list[tuple[str, bytes]]
@@ -244,8 +246,8 @@ class Processor:
 
     def _partitions(self, slots: npt.NDArray[np.intp],
                     keys: list[bytes | None]) -> npt.NDArray[np.int32] | None:
-        """Each link's output partition, as Kafka's default partitioner picks it from the
-        key (murmur2), computed once per link and kept in the store."""
+        """Each link's output partition, as the producer's default partitioner picks it
+        from the key, computed once per link and kept in the store."""
         count = self.output_partitions
         if count <= 0:
             return None
@@ -253,7 +255,8 @@ class Processor:
         parts = column[slots]
         missing = np.flatnonzero(parts < 0)
         if missing.size:
-            parts[missing] = [(murmur2(keys[i]) & 0x7FFFFFFF) % count for i in missing.tolist()]
+            every = list(range(count))
+            parts[missing] = [_PARTITIONER(keys[i], every, every) for i in missing.tolist()]
             column[slots[missing]] = parts[missing]
         return parts
 
