@@ -57,7 +57,6 @@ class Engine:
 
     def __init__(self, models: ModelSet) -> None:
         self.models = models
-        self._cost_per_row: dict[str, float] = {}  # EWMA of seconds per row, per model
         fallback = models.manifest.fallback_calibration if models.manifest else None
         self.fallback_calibration: Calibration | None = fallback
 
@@ -66,14 +65,14 @@ class Engine:
         raw: np.ndarray,
         counts: npt.NDArray[np.int64],
         modes: npt.NDArray[np.int8],
-        deadline: float | None = None,
         use_models: bool = True,
     ) -> BatchResult:
         """raw: (n, T, 6) windows oldest first; counts: samples seen; modes: per-row mode.
 
-        deadline: time.perf_counter() value by which the batch must be done; a model
-        whose expected run time would pass it is skipped in favour of the fallback.
-        use_models=False serves every row with the fallback (the "v1" baseline).
+        A row is served by a model whenever one is loaded and its window is full, never
+        by a time budget: a re-prediction after a restart must repeat the first one
+        (deterministic prediction ids, docs/RELIABILITY.md). use_models=False serves
+        every row with the fallback (the "v1" baseline).
         """
         n = raw.shape[0]
         predicted, reserve, confidence = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -86,13 +85,11 @@ class Engine:
             if model is None or raw.shape[1] < steps:
                 continue
             rows = np.flatnonzero(((modes == mode) | (modes == HYBRID)) & (counts >= steps))
-            if rows.size == 0 or not self._in_time(name, rows.size, deadline):
+            if rows.size == 0:
                 continue
             started = time.perf_counter()
             outputs[mode] = self._run(model, raw[rows], rows, steps)
-            elapsed = time.perf_counter() - started
-            spent += elapsed
-            self._learn_cost(name, elapsed / rows.size)
+            spent += time.perf_counter() - started
 
         for out in outputs.values():
             predicted[out.rows] = out.predicted
@@ -173,15 +170,6 @@ class Engine:
         else:
             confidence = original_fallback_confidence(counts, modes)
         return predicted.astype(np.float64), reserve.astype(np.float64), confidence.astype(np.float64)
-
-    def _in_time(self, name: str, rows: int, deadline: float | None) -> bool:
-        if deadline is None or name not in self._cost_per_row:
-            return True
-        return time.perf_counter() + self._cost_per_row[name] * rows <= deadline
-
-    def _learn_cost(self, name: str, seconds_per_row: float) -> None:
-        old = self._cost_per_row.get(name)
-        self._cost_per_row[name] = seconds_per_row if old is None else 0.8 * old + 0.2 * seconds_per_row
 
     def _versions(
         self, modes: np.ndarray, source: np.ndarray, outputs: dict[int, _ModelOutput]

@@ -126,10 +126,10 @@ class Pipeline:
         mode[slots], candidate[slots], streak[slots] = m, c, s
 
     def predict(
-        self, slots: npt.NDArray[np.intp], deadline: float | None = None, use_models: bool = True
+        self, slots: npt.NDArray[np.intp], use_models: bool = True
     ) -> Round:
         """Predictions and allocations for the given links from their current windows."""
-        raw, modes, result = self._forecast(slots, deadline, use_models)
+        raw, modes, result = self._forecast(slots, use_models)
         rtt = last_present(raw[:, :, LATENCY])
         rtt = np.where(np.isnan(rtt), DEFAULT_RTT_MS[modes], rtt)
         streams = self.store.column("streams")
@@ -146,15 +146,15 @@ class Pipeline:
 
     def forecast(self, slots: npt.NDArray[np.intp]) -> BatchResult:
         """The predictions alone, without allocations: what the backtest scores."""
-        return self._forecast(slots, None, True)[2]
+        return self._forecast(slots, True)[2]
 
     def _forecast(
-        self, slots: npt.NDArray[np.intp], deadline: float | None, use_models: bool
+        self, slots: npt.NDArray[np.intp], use_models: bool
     ) -> tuple[np.ndarray, npt.NDArray[np.int8], BatchResult]:
         raw = self.store.windows(slots)
         modes = self.store.column("mode")[slots]
         modes = np.where(modes == UNDECIDED, HYBRID, modes).astype(np.int8)
-        return raw, modes, self.engine.predict(raw, self.store.counts(slots), modes, deadline, use_models)
+        return raw, modes, self.engine.predict(raw, self.store.counts(slots), modes, use_models)
 
     def prediction_ids(self, batch: Round) -> list[str]:
         """Deterministic ids: same link, same window (values and newest ts), same model

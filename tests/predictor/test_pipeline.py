@@ -3,14 +3,13 @@ fallback, ids. Uses small real ONNX models exported by the tiny_models fixture."
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from predictor.api import BandwidthPredictor
-from predictor.engine import FALLBACK, FALLBACK_VERSION, MODEL
+from predictor.engine import FALLBACK_VERSION
 from training.backtest import replay
 from training.traces import Trace
 
@@ -119,17 +118,6 @@ def test_without_models_the_fallback_serves_and_says_so(tmp_path: Path, rng: np.
     assert p.reserve_mbps == pytest.approx(30.0)  # the lowest of the last 5
     assert 0 < p.confidence < 1
     assert bp.metrics()["fallback_active"] is True
-
-
-def test_a_passed_deadline_falls_back_once_the_cost_is_known(
-    tiny_models: Path, rng: np.random.Generator
-) -> None:
-    bp = BandwidthPredictor.load(tiny_models, mode="internet")
-    feed(bp, "x", series(rng, 70, 100), 50.0)
-    slots = bp.pipeline.store.slots(["x"])
-    assert bp.pipeline.predict(slots).result.source[0] == MODEL  # learns the cost
-    late = bp.pipeline.predict(slots, deadline=time.perf_counter() - 1.0)
-    assert late.result.source[0] == FALLBACK
 
 
 def test_prediction_ids_are_deterministic(tiny_models: Path, rng: np.random.Generator) -> None:
