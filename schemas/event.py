@@ -1,8 +1,10 @@
-"""Decoding and validation of metric events: the input contract, enforced by hand.
+"""Decoding and validation of metric events: the input contract.
 
 The rules are those of metric-event.schema.json; the test suite checks that both agree
-over thousands of generated inputs. They are written out here instead of calling a JSON
-Schema validator per event because this runs once per message on the hot path.
+over thousands of generated inputs. A usual, valid event is decoded and range-checked in
+one msgspec call (C, about a sixth of the time of checks written in Python); anything
+else (invalid, explicit nulls, unknown or repeated keys, escapes) goes through the
+checks written out below, which name the field and the problem for the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import json
 import math
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
+import msgspec
 import orjson
 
 #: Larger messages are rejected before parsing: an event is ~200 bytes.
@@ -73,12 +76,76 @@ _RFC3339 = re.compile(
 _SCALARS = (str, int, float, bool, type(None))
 
 
+def _bounded(maximum: float) -> Any:
+    return Annotated[float, msgspec.Meta(ge=0, le=maximum)]
+
+
+_Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+
+
+class _UsualEvent(msgspec.Struct):
+    """The contract in msgspec types, fields in MetricEvent's order. Absent measurements
+    default to NaN, which JSON cannot spell, so a NaN here always means "absent"."""
+
+    link_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+    ts: _bounded(MAX_TS) | str  # type: ignore[valid-type]
+    bandwidth_mbps: _bounded(MAX_MBPS)  # type: ignore[valid-type]
+    latency_ms: _bounded(MAX_MS) | None = NAN  # type: ignore[valid-type]
+    packet_loss: _bounded(1.0) | None = NAN  # type: ignore[valid-type]
+    jitter_ms: _bounded(MAX_MS) | None = NAN  # type: ignore[valid-type]
+    throughput_mbps: _bounded(MAX_MBPS) | None = NAN  # type: ignore[valid-type]
+    node_id: _Id | None = None
+    peer_id: _Id | None = None
+    schema_version: Literal[1] | None = None
+
+
+_USUAL = msgspec.json.Decoder(_UsualEvent)
+_as_tuple = msgspec.structs.astuple
+
+
 def decode_event(data: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> MetricEvent:
     """Parse and validate one message value; raise EventError naming field and problem."""
     if data is None or len(data) == 0:
         raise EventError(EMPTY, "message has no value")
     if len(data) > max_bytes:
         raise EventError(TOO_LARGE, f"message is {len(data)} bytes, over the {max_bytes} limit")
+    return _decode_usual(data) or _decode_checked(data)
+
+
+def _decode_usual(data: bytes) -> MetricEvent | None:
+    """The valid event as most agents send it, or None to let the full checks decide.
+
+    msgspec keeps the last of repeated keys and skips unknown ones. Both show in the
+    quotes: without escapes, each key and each string value has exactly two, so the
+    message's quote count equals the one implied by the decoded fields only when every
+    key is known, non-null and present once.
+    """
+    if b"\\" in data:
+        return None
+    try:
+        fields = _as_tuple(_USUAL.decode(data))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    link_id, ts, bandwidth, latency, loss, jitter, throughput, node_id, peer_id, version = fields
+    if None in (latency, loss, jitter, throughput):
+        return None
+    strings = 1 + (node_id is not None) + (peer_id is not None)
+    if type(ts) is str:
+        strings += 1
+        try:
+            ts = parse_rfc3339(ts)
+        except EventError:
+            return None
+    keys = (3 + (latency == latency) + (loss == loss) + (jitter == jitter)
+            + (throughput == throughput) + (node_id is not None) + (peer_id is not None)
+            + (version is not None))
+    if data.count(b'"') != 2 * (keys + strings):
+        return None
+    return MetricEvent(link_id, ts, bandwidth, latency, loss, jitter, throughput, node_id, peer_id)
+
+
+def _decode_checked(data: bytes) -> MetricEvent:
+    """Every rule written out, in the order that names the first problem found."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

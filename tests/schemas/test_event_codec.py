@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from typing import Any
 
 import jsonschema
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from schemas import MAX_EVENT_BYTES, EventError, decode_event
-from schemas.event import REASONS
+from schemas.event import REASONS, MetricEvent, _decode_checked, _decode_usual
 
 VALID = {
     "link_id": "dc1-rack4:eth0",
@@ -69,6 +70,10 @@ BAD: list[tuple[Any, str, str | None]] = [
     (b'{"link_id": "a", "ts": 1, "bandwidth_mbps": 1, "bandwidth\\u005fmbps": 2}',
      "duplicate_key", None),
     (b'{"x": {"a": 1, "a": 2}, "link_id": "a", "ts": 1, "bandwidth_mbps": 1}',
+     "duplicate_key", None),
+    (b'{"link_id": "a", "ts": 1, "bandwidth_mbps": 1, "latency_ms": null, "latency_ms": 2}',
+     "duplicate_key", None),
+    (b'{"link_id": "a", "ts": "2026-11-29T21:00:00Z", "ts": 5, "bandwidth_mbps": 1}',
      "duplicate_key", None),
     (b"[1, 2]", "not_object", None),
     (b'"a string"', "not_object", None),
@@ -236,3 +241,66 @@ def test_arbitrary_bytes_raise_only_event_error(data: bytes) -> None:
     except EventError as exc:
         assert exc.reason in REASONS
         assert str(exc)
+
+
+# --- the msgspec fast path: an optimisation that must never change a decision
+
+
+def _same(a: MetricEvent, b: MetricEvent) -> bool:
+    return all(x == y or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
+               for x, y in zip(a, b, strict=True))
+
+
+# events with the contract's keys only, so that most of them reach the fast path
+_in_range = {"latency_ms": 3.6e6, "packet_loss": 1.0, "jitter_ms": 3.6e6, "throughput_mbps": 1e7}
+_usual_events = st.fixed_dictionaries(
+    {"link_id": st.text(min_size=1, max_size=256),
+     "ts": st.floats(0, 4102444800) | st.integers(0, 4102444800)
+     | st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2099, 12, 31)).map(
+         lambda d: d.isoformat() + "Z"),
+     "bandwidth_mbps": st.floats(0, 1e7) | st.integers(0, 10**7)},
+    optional={
+        **{name: st.floats(0, top) | st.integers(0, int(top)) | st.none()
+           for name, top in _in_range.items()},
+        "node_id": st.text(max_size=256) | st.none(),
+        "peer_id": st.text(max_size=256) | st.none(),
+        "schema_version": st.just(1),
+    },
+)
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(message=_events | _usual_events)
+def test_the_fast_path_decodes_only_what_the_full_checks_accept_and_to_the_same_event(
+    message: dict[str, Any],
+) -> None:
+    try:
+        data = orjson.dumps(message)
+    except orjson.JSONEncodeError:
+        data = json.dumps(message).encode()
+    usual = _decode_usual(data)
+    event("fast path" if usual is not None else "full checks")
+    if usual is not None:
+        assert _same(usual, _decode_checked(data)), message
+
+
+@pytest.mark.parametrize("data", [
+    orjson.dumps(VALID),
+    orjson.dumps({"link_id": "x", "ts": 0, "bandwidth_mbps": 0}),
+    orjson.dumps(with_(ts="2026-11-29T21:00:00.5+01:00", schema_version=1)),
+    b'{ "link_id" : "a" , "ts" : 1 , "bandwidth_mbps" : 2 }',
+])
+def test_usual_events_take_the_fast_path(data: bytes) -> None:
+    usual = _decode_usual(data)
+    assert usual is not None and _same(usual, _decode_checked(data))
+
+
+@pytest.mark.parametrize("data", [
+    orjson.dumps(with_(latency_ms=None)),  # explicit null: not absent, counted by the checks
+    orjson.dumps(with_(extra=1)),  # unknown keys are not decoded by the fast path
+    orjson.dumps(with_(link_id='quote " inside')),  # escapes
+    orjson.dumps(with_(schema_version=1.0)),
+    b'{"link_id": "a", "ts": 1, "bandwidth_mbps": 1, "bandwidth_mbps": 2}',
+])
+def test_unusual_events_take_the_full_checks(data: bytes) -> None:
+    assert _decode_usual(data) is None
