@@ -35,6 +35,7 @@ class BatchResult:
     predicted_mbps: FloatArray
     reserve_mbps: FloatArray
     confidence: FloatArray
+    score: FloatArray  # what confidence was calibrated from; NaN for blended hybrid rows
     mode: npt.NDArray[np.int8]
     source: npt.NDArray[np.int8]
     version: list[str]
@@ -50,6 +51,7 @@ class _ModelOutput:
     predicted: FloatArray
     reserve: FloatArray
     confidence: FloatArray
+    score: FloatArray
 
 
 class Engine:
@@ -75,7 +77,7 @@ class Engine:
         every row with the fallback (the "v1" baseline).
         """
         n = raw.shape[0]
-        predicted, reserve, confidence = np.zeros(n), np.zeros(n), np.zeros(n)
+        predicted, reserve, confidence, score = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
         source = np.full(n, FALLBACK, dtype=np.int8)
         outputs: dict[int, _ModelOutput] = {}
         spent = 0.0
@@ -95,18 +97,20 @@ class Engine:
             predicted[out.rows] = out.predicted
             reserve[out.rows] = out.reserve
             confidence[out.rows] = out.confidence
+            score[out.rows] = out.score
             source[out.rows] = MODEL
         if DATACENTER in outputs and INTERNET in outputs:
             self._combine_hybrid(modes, outputs[DATACENTER], outputs[INTERNET],
-                                 predicted, reserve, confidence)
+                                 predicted, reserve, confidence, score)
         rest = np.flatnonzero(source == FALLBACK)  # the heuristic only where no model served
         if rest.size:
-            predicted[rest], reserve[rest], confidence[rest] = self._fallback(
+            predicted[rest], reserve[rest], confidence[rest], score[rest] = self._fallback(
                 raw[rest, :, BANDWIDTH], counts[rest], modes[rest])
         return BatchResult(
             predicted_mbps=predicted,
             reserve_mbps=reserve,
             confidence=confidence,
+            score=score,
             mode=modes.astype(np.int8, copy=True),
             source=source,
             version=self._versions(modes, source, outputs),
@@ -119,11 +123,13 @@ class Engine:
         point = out[:, 1]
         q10 = np.minimum(out[:, 0], point)  # the interval always contains the point
         q90 = np.maximum(out[:, 2], point)
+        width = (q90 - q10).astype(np.float64)
         return _ModelOutput(
             rows=rows,
             predicted=from_log_ratio(point, scale).astype(np.float64),
             reserve=from_log_ratio(q10, scale).astype(np.float64),
-            confidence=model.spec.calibration(q90 - q10).astype(np.float64),
+            confidence=model.spec.calibration(width).astype(np.float64),
+            score=width,
         )
 
     @staticmethod
@@ -134,6 +140,7 @@ class Engine:
         predicted: FloatArray,
         reserve: FloatArray,
         confidence: FloatArray,
+        score: FloatArray,
     ) -> None:
         """Rows served by both models: weight each by conf_i / (conf_dc + conf_inet).
 
@@ -152,11 +159,13 @@ class Engine:
         predicted[both] = w_dc * dc.predicted[dc_at] + w_inet * inet.predicted[inet_at]
         reserve[both] = w_dc * dc.reserve[dc_at] + w_inet * inet.reserve[inet_at]
         confidence[both] = w_dc * c_dc + w_inet * c_inet
+        score[both] = np.nan  # two widths, no single calibrated score
 
     def _fallback(
         self, bandwidth: np.ndarray, counts: np.ndarray, modes: np.ndarray
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """The last value, min of the last 5 as reserve.
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """The last value, min of the last 5 as reserve, and confidence from the recent
+        coefficient of variation (the score).
 
         The original used the mean of the last <= 5; on every source of the real traces
         the last value hits +/-20 % more often (docs/MODEL_CARD.md), so it serves instead.
@@ -165,11 +174,13 @@ class Engine:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             reserve = np.nan_to_num(np.nanmin(bandwidth[:, -FALLBACK_SAMPLES:], axis=1), nan=0.0)
+        cv = coefficient_of_variation(bandwidth).astype(np.float64)
         if self.fallback_calibration is not None:
-            confidence = self.fallback_calibration(coefficient_of_variation(bandwidth))
+            confidence = self.fallback_calibration(cv)
         else:
             confidence = original_fallback_confidence(counts, modes)
-        return predicted.astype(np.float64), reserve.astype(np.float64), confidence.astype(np.float64)
+        return (predicted.astype(np.float64), reserve.astype(np.float64),
+                confidence.astype(np.float64), cv)
 
     def _versions(
         self, modes: np.ndarray, source: np.ndarray, outputs: dict[int, _ModelOutput]

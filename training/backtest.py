@@ -36,8 +36,18 @@ class Replay:
     offsets: np.ndarray  # start of each trace in the concatenation
     predicted: np.ndarray
     confidence: np.ndarray
+    score: np.ndarray  # what the confidence was calibrated from (BatchResult.score)
     label: np.ndarray  # index into _LABELS
     seconds: float
+
+    def scored(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows that have a next sample to score against, and that sample's bandwidth."""
+        rows = np.concatenate([np.arange(o, o + len(t) - 1) for o, t in
+                               zip(self.offsets, self.traces, strict=True) if len(t) > 1]
+                              or [np.empty(0, dtype=np.int64)])
+        actual = np.concatenate([t.values[1:, 0] for t in self.traces if len(t) > 1]
+                                or [np.empty(0)]).astype(np.float64)
+        return rows, actual
 
 
 def replay(
@@ -60,6 +70,7 @@ def replay(
     total = int(lengths.sum())
     predicted = np.full(total, np.nan)
     confidence = np.full(total, np.nan)
+    score = np.full(total, np.nan)
     label = np.full(total, -1, dtype=np.int8)
 
     queue = [int(k) for k in np.argsort(-lengths, kind="stable") if lengths[k] > 1]
@@ -88,6 +99,7 @@ def replay(
         result = pipeline.forecast(slots)
         predicted[rows] = result.predicted_mbps
         confidence[rows] = result.confidence
+        score[rows] = result.score
         label[rows] = np.where(result.source == FALLBACK, _FALLBACK_LABEL, result.mode)
         lane_pos[active] += 1
         finished = active[lane_pos[active] >= lengths[lane_trace[active]] - 1]
@@ -99,7 +111,7 @@ def replay(
         done += active.size
         if progress and (done // 50_000 != (done - active.size) // 50_000 or done == work):
             progress(done, work)
-    return Replay(list(traces), offsets, predicted, confidence, label,
+    return Replay(list(traces), offsets, predicted, confidence, score, label,
                   time.perf_counter() - started)
 
 

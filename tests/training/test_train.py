@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,18 @@ import pytest
 import torch
 
 from predictor.api import BandwidthPredictor
-from predictor.manifest import load_manifest
+from predictor.confidence import hits, reliability_table
+from predictor.engine import Engine
+from predictor.manifest import DEFAULT_MODELS_DIR, load_manifest
+from predictor.modes import mode_code
+from predictor.pipeline import Pipeline
+from predictor.runtime import ModelSet, OnnxModel, SessionSettings
+from training.backtest import replay
 from training.export import check_parity, export_onnx
 from training.generators import synthetic_set
 from training.model import CONFIGS
-from training.traces import pack_traces, read_index
-from training.train import TrainSettings, collect, fit, run
+from training.traces import load_traces, pack_traces, read_index
+from training.train import TrainSettings, calibrate, collect, fit, run
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +91,21 @@ def test_onnx_export_matches_pytorch_on_random_and_generated_windows(tmp_path: P
     real = collect(series, config.window, 32, np.random.default_rng(1)).x
     assert check_parity(model, path, real) < 1e-4
     assert check_parity(model, path, real[:1]) < 1e-4  # batch axis is dynamic
+
+
+def test_calibration_is_fitted_on_every_row_the_model_serves_on_the_given_traces(small_pack: Path) -> None:
+    infos, read = load_traces(small_pack)
+    traces = [read(info) for info in infos]
+    shipped = load_manifest(DEFAULT_MODELS_DIR).models["datacenter"]
+    calibration, stats = calibrate(shipped, traces)
+
+    calibrated = dataclasses.replace(shipped, calibration=calibration)
+    engine = Engine(ModelSet({"datacenter": OnnxModel(calibrated, SessionSettings())}, manifest=None))
+    result = replay(traces, Pipeline(engine, mode="datacenter"))
+    rows, actual = result.scored()
+    served = result.label[rows] == mode_code("datacenter")
+    assert stats["calibration_rows"] == served.sum() > 5_000
+    hit = hits(result.predicted[rows[served]], actual[served])
+    for decile in reliability_table(result.confidence[rows[served]], hit):
+        if decile["count"] >= 300:  # in-sample, every populated decile is close to its hit rate
+            assert abs(decile["hit_rate"] - decile["mean_confidence"]) < 0.05, decile
