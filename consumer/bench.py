@@ -36,6 +36,7 @@ from consumer.broker import EmbeddedBroker
 from consumer.config import ServiceConfig
 from consumer.metrics import Metrics
 from consumer.processor import Processor
+from consumer.service import tune_garbage_collection
 from consumer.topics import ensure_topics
 from predictor.engine import Engine
 from predictor.features import build_features
@@ -261,6 +262,7 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
               parts: tuple[str, ...] = PARTS, log: Any = print) -> dict[str, Any]:
     """Run the chosen parts (latency needs end_to_end's rate, so it brings it along)."""
     settings = SessionSettings(intra_op_threads=threads, precision=precision)
+    tune_garbage_collection()  # the parts that run in this process do so as `pba run` would
     result: dict[str, Any] = {"mode": mode, "precision": precision, "threads": threads,
                               "machine": _machine()}
     log("ceiling ...")
