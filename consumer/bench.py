@@ -69,7 +69,7 @@ def ceiling(mode: str, settings: SessionSettings, seconds: float = 1.0, repeats:
     trace = realistic(mode, 2000, np.random.default_rng(0))
     windows, _ = sliding_windows(trace, steps)
     features, _ = build_features(windows[: max(BATCHES)], steps)
-    return {b: _rate(lambda b=b: model.run(features[:b]), b, seconds, repeats) for b in BATCHES}
+    return {b: _rate(lambda b=b: model.run_call(features[:b]), b, seconds, repeats) for b in BATCHES}
 
 
 def _events(links: int, per_link: int, mode: str, t0: float = 1.7e9) -> list[tuple[bytes, bytes]]:

@@ -7,11 +7,12 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
 from predictor.manifest import MANIFEST_NAME, ManifestError, load_manifest
-from predictor.runtime import ModelError, SessionSettings, load_models
+from predictor.runtime import ROWS_PER_CALL, ModelError, SessionSettings, load_models
 
 
 @pytest.fixture
@@ -123,3 +124,16 @@ def test_sessions_do_not_busy_spin() -> None:
     options = SessionSettings(intra_op_threads=2).session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert options.intra_op_num_threads == 2
+
+
+def test_a_large_batch_runs_in_calls_of_limited_size_with_the_same_outputs(
+    tiny_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load_models(tiny_models, ("internet",)).models["internet"]
+    features = np.random.default_rng(0).normal(size=(ROWS_PER_CALL * 2 + 5, 60, 11)).astype(np.float32)
+    calls: list[int] = []
+    run_call = model.run_call
+    monkeypatch.setattr(model, "run_call", lambda x: calls.append(len(x)) or run_call(x))
+    out = model.run(features)
+    assert calls == [ROWS_PER_CALL, ROWS_PER_CALL, 5]
+    np.testing.assert_allclose(out, run_call(features), rtol=1e-5, atol=1e-5)
