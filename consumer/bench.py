@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import multiprocessing
 import os
 import signal
 import statistics
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -278,7 +280,10 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
         result["ingest_events_per_s"] = ingest(mode, settings)
     if "memory" in parts:
         log("memory ...")
-        result["memory_bytes_per_link"] = memory_per_link(mode, memory_links)
+        # in a fresh process: memory the other parts freed would otherwise be reused and
+        # hide the growth (a small run then measured 0 bytes per link)
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+            result["memory_bytes_per_link"] = child.submit(memory_per_link, mode, memory_links).result()
     if "end_to_end" in parts or "latency" in parts:
         run = f"bench-{int(time.time())}"
         with EmbeddedBroker() as broker:
