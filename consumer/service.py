@@ -99,6 +99,7 @@ class Service:
         self.flags = FlagsFile(config.flags_file)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pba-inference")
         self._in_flight: deque[_InFlight] = deque()
+        self._pending: asyncio.Future[BatchOutput] | None = None  # the batch in inference
         self._lock = asyncio.Lock()
         self._assigned: set[TopicPartition] = set()
         self._consumer: AIOKafkaConsumer | None = None
@@ -228,39 +229,59 @@ class Service:
     # -- the loop --------------------------------------------------------------------
 
     async def _consume(self, stop: asyncio.Event) -> None:
-        assert self._consumer is not None
+        """Poll, start the batch, publish the previous one, commit what is acknowledged.
+
+        A batch starts as soon as the one before it leaves inference, before that one is
+        published: the event loop's own Python (publishing, parsing fetches, committing)
+        then runs while ONNX Runtime holds the cores without the GIL, instead of the
+        inference thread waiting for it.
+        """
         loop = asyncio.get_running_loop()
+        batch_max = self.config.batch_max
         while not stop.is_set():
-            try:
-                batches = await self._consumer.getmany(
-                    timeout_ms=POLL_TIMEOUT_MS, max_records=self.config.batch_max
-                )
-            except KafkaError as exc:
-                self._broker_ok = False
-                log.warning("fetch failed (%s); retrying", exc)
-                await asyncio.sleep(0.5)
+            running = self._pending
+            records = await self._poll(0 if running else POLL_TIMEOUT_MS, batch_max)
+            if records is None:
                 continue
-            records = [r for recs in batches.values() for r in recs]
-            if records and len(records) < self.config.batch_max and self.config.batch_wait_ms:
+            if running is not None:
+                await asyncio.wait((running,))
+                # what the fetcher brought in meanwhile joins this batch
+                records += await self._poll(0, batch_max - len(records)) or []
+            elif records and self.config.batch_wait_ms:
                 # micro-batching: a short wait lets a busy stream fill one bigger ONNX batch
-                more = await self._consumer.getmany(
-                    timeout_ms=self.config.batch_wait_ms,
-                    max_records=self.config.batch_max - len(records),
-                )
-                records.extend(r for recs in more.values() for r in recs)
+                records += await self._poll(self.config.batch_wait_ms, batch_max - len(records)) or []
             async with self._lock:
                 # records fetched before a revocation are the new owner's: it reads them again
                 # (they are not committed) with the windows that this instance just dropped
                 assigned = self._assigned
                 records = [r for r in records if (r.topic, r.partition) in assigned]
+                finished = await self._take_pending()
                 if records:
-                    processing = loop.run_in_executor(self._worker, self.processor.process, records)
-                    # commit what earlier batches got acknowledged while this one is in inference
-                    await self._complete(block=False)
-                    await self._publish(await processing)
-                    await self._complete(block=len(self._in_flight) >= self.config.max_in_flight)
-                else:
-                    await self._complete(block=True)
+                    self._pending = loop.run_in_executor(self._worker, self.processor.process, records)
+                if finished is not None:
+                    await self._publish(finished)
+                idle = not records and finished is None
+                await self._complete(block=idle or len(self._in_flight) >= self.config.max_in_flight)
+
+    async def _poll(self, timeout_ms: int, max_records: int) -> list[ConsumerRecord] | None:
+        """Records from the consumer (none asked when max_records < 1); None when the
+        fetch failed, after a pause."""
+        assert self._consumer is not None
+        if max_records < 1:
+            return []
+        try:
+            batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            self._broker_ok = False
+            log.warning("fetch failed (%s); retrying", exc)
+            await asyncio.sleep(0.5)
+            return None
+        return [r for recs in batches.values() for r in recs]
+
+    async def _take_pending(self) -> BatchOutput | None:
+        """The batch in inference, once finished (its predictions are not published yet)."""
+        running, self._pending = self._pending, None
+        return None if running is None else await running
 
     async def _publish(self, output: BatchOutput) -> None:
         chunks = [chunk for messages in output.messages for chunk in _chunks(messages)]
@@ -363,6 +384,9 @@ class Service:
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
 
     async def _drain(self) -> None:
+        finished = await self._take_pending()
+        if finished is not None:
+            await self._publish(finished)
         await self._complete(block=True)
         while self._in_flight:
             await self._complete(block=True)
