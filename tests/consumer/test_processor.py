@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from pathlib import Path
 
 import orjson
@@ -47,6 +49,21 @@ def test_bad_records_become_dead_letters_and_offsets_still_advance(processor: Pr
     assert len(dead) == 1 and dead[0].value == b"{oops" and dead[0].key == b"x"
     assert dict(dead[0].headers or [])["pba.error.reason"] == b"invalid_json"
     assert list(out.offsets.values()) == [2]
+
+
+def test_a_batch_with_dead_letters_is_freed_without_the_cycle_collector(processor: Processor) -> None:
+    """A dead letter's error must not tie the batch to a reference cycle: with collections
+    rare, such cycles kept whole batches resident under hostile input."""
+    records = [record(0, event("a", 1)), record(1, b"not json"), record(2, b'{"ts": 1')]
+    watched = weakref.ref(records[0])
+    gc.disable()
+    try:
+        out = processor.process(records)
+        assert len(out.each()) == 3  # one prediction, two dead letters
+        del records, out
+        assert watched() is None, "the batch is still referenced after processing"
+    finally:
+        gc.enable()
 
 
 def test_the_link_cap_evicts_and_says_so(processor: Processor, caplog: pytest.LogCaptureFixture) -> None:
