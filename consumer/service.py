@@ -2,7 +2,8 @@
 
 Flow: getmany() -> Processor.process (in the one inference thread) -> produce predictions
 and dead letters -> when every message of a batch is acknowledged, commit the batch's
-offsets (at-least-once). Batches are committed in order; at most `max_in_flight` wait for
+offsets (at-least-once). While one batch is in inference the event loop publishes the one
+before it; batches are published and committed in order; at most `max_in_flight` wait for
 acknowledgement before fetching waits (backpressure).
 
 Rebalances: on revoke, the batch in progress finishes, everything in flight is
