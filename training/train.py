@@ -231,11 +231,15 @@ def quantise_int8(source: Path, target: Path) -> None:
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
 
 
+def read_segments(segments: list[Segment], read: Any) -> list[tuple[str, Trace]]:
+    """(source, trace) for each segment, read from disk once."""
+    return [(s.info.source, cut(read(s.info), s)) for s in segments]
+
+
 def gather(
-    segments: list[Segment], read: Any, synthetic: list[Trace], regime: str
+    real: list[tuple[str, Trace]], synthetic: list[Trace], regime: str
 ) -> list[tuple[str, Trace]]:
-    pairs = [(s.info.source, cut(read(s.info), s)) for s in segments]
-    return pairs + [(f"synthetic-{regime}", t) for t in synthetic]
+    return real + [(f"synthetic-{regime}", t) for t in synthetic]
 
 
 def synthetic_traces(regime: str, links: int, length: int, seed: int) -> list[Trace]:
@@ -247,7 +251,9 @@ def run(settings: TrainSettings) -> Path:
     """Train every requested mode, export, calibrate, quantise, write the manifest."""
     infos, read = load_traces(settings.traces)
     roles = split_traces(infos)
-    validation_traces = [cut(read(s.info), s) for s in roles["validation"]]
+    train_real = read_segments(roles["train"], read)
+    validation_real = read_segments(roles["validation"], read)
+    validation_traces = [trace for _, trace in validation_real]
     settings.out.mkdir(parents=True, exist_ok=True)
     existing = _existing_entries(settings.out, settings.modes)
     entries: dict[str, dict[str, Any]] = dict(existing)
@@ -260,9 +266,9 @@ def run(settings: TrainSettings) -> Path:
                                      settings.seed + 100 + k)
         syn_valid = synthetic_traces(mode, max(settings.synthetic_links // 4, 1),
                                      settings.synthetic_length, settings.seed + 200 + k)
-        train = collect(gather(roles["train"], read, syn_train, mode), config.window,
+        train = collect(gather(train_real, syn_train, mode), config.window,
                         settings.windows_per_source, rng)
-        valid = collect(gather(roles["validation"], read, syn_valid, mode), config.window,
+        valid = collect(gather(validation_real, syn_valid, mode), config.window,
                         settings.validation_windows_per_source, rng)
         log.info("%s: %d training and %d validation windows", mode, len(train), len(valid))
         model, history = fit(config, train, valid, settings)
@@ -306,7 +312,8 @@ def recalibrate(settings: TrainSettings) -> Path:
     roles = split_traces(infos)
     manifest = load_manifest(settings.out)
     data = orjson.loads((settings.out / "manifest.json").read_bytes())
-    validation_traces = [cut(read(s.info), s) for s in roles["validation"]]
+    validation_real = read_segments(roles["validation"], read)
+    validation_traces = [trace for _, trace in validation_real]
     fallback_cal = None
     for k, (mode, spec) in enumerate(manifest.models.items()):
         calibration, stats = calibrate(spec, validation_traces)
@@ -316,7 +323,7 @@ def recalibrate(settings: TrainSettings) -> Path:
                  stats["calibration_rows"], stats["validation_hit_rate"])
         if fallback_cal is None:
             rng = np.random.default_rng(settings.seed + k)
-            valid = collect(gather(roles["validation"], read, [], mode), spec.window,
+            valid = collect(validation_real, spec.window,
                             settings.validation_windows_per_source, rng)
             fallback_cal = calibrate_fallback(valid)
     return write_manifest(settings.out, data["models"], fallback_cal)
