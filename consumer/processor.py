@@ -119,6 +119,7 @@ class Processor:
         self.metrics.batch_size.observe(len(records))
         for round_events in _rounds(events):
             self._round(round_events, now, out)
+        out.messages = _merged(out.messages)
         self._after_batch()
         return out
 
@@ -339,6 +340,31 @@ class Processor:
             np.array([record.timestamp for record, _ in dead], dtype=np.int64),
             headers=headers,
         )
+
+
+def _merged(messages: list[Outgoing]) -> list[Outgoing]:
+    """One Outgoing per topic and kind, rows in the order produced: a batch's rounds then
+    reach the producer as a few record batches per partition instead of a few per round
+    (a link's predictions stay in order: rounds are concatenated in order)."""
+    groups: dict[tuple[str, bool, bool, bool], list[Outgoing]] = {}
+    for m in messages:
+        kind = (m.topic, m.modes is None, m.partitions is None, m.headers is None)
+        groups.setdefault(kind, []).append(m)
+    return [parts[0] if len(parts) == 1 else _concatenated(parts) for parts in groups.values()]
+
+
+def _concatenated(parts: list[Outgoing]) -> Outgoing:
+    first = parts[0]
+    return Outgoing(
+        first.topic,
+        [key for m in parts for key in m.keys],
+        [value for m in parts for value in m.values],
+        np.concatenate([m.arrival_ms for m in parts]),
+        None if first.modes is None else np.concatenate([m.modes for m in parts if m.modes is not None]),
+        None if first.partitions is None else np.concatenate(
+            [m.partitions for m in parts if m.partitions is not None]),
+        None if first.headers is None else [h for m in parts for h in m.headers or ()],
+    )
 
 
 def _without_frames(error: EventError) -> EventError:

@@ -43,6 +43,24 @@ def test_a_link_repeated_in_one_batch_gets_one_prediction_per_event_in_order(pro
     assert out.offsets == {TopicPartition("in", 0): 6}
 
 
+def test_a_batch_reaches_the_producer_as_one_message_list_per_topic(processor: Processor) -> None:
+    """Rounds are concatenated in order, so the producer gets a few record batches per
+    partition for the whole batch instead of a few per round."""
+    processor.set_output_partitions(3)
+    records = [record(i, event(link, 100 + i // 3, 1 + i)) for i, link in enumerate("abc" * 4)]
+    records.append(record(12, b"bad"))
+    out = processor.process(records)
+    dead, predictions = out.messages  # dead letters are known first
+    assert (predictions.topic, dead.topic) == (processor.config.output_topic, processor.config.dlq_topic)
+    assert len(predictions) == 12 and len(predictions.arrival_ms) == 12
+    assert predictions.modes is not None and len(predictions.modes) == 12
+    assert predictions.partitions is not None and len(predictions.partitions) == 12
+    for link in "abc":
+        ts = [orjson.loads(v)["ts"] for k, v in zip(predictions.keys, predictions.values, strict=True)
+              if k == link.encode()]
+        assert ts == [100, 101, 102, 103]
+
+
 def test_bad_records_become_dead_letters_and_offsets_still_advance(processor: Processor) -> None:
     out = processor.process([record(0, b"{oops", key=b"x"), record(1, event("a", 1))])
     dead = [m for m in out.each() if m.topic == "network.metrics.dlq"]
