@@ -26,7 +26,7 @@ from predictor.allocation import ACTION_NAMES
 from predictor.confidence import HIT_TOLERANCE
 from predictor.engine import MODEL, SOURCE_NAMES
 from predictor.modes import MODE_NAMES
-from predictor.pipeline import Pipeline, Round
+from predictor.pipeline import Captured, Pipeline, Round
 from predictor.window import MEASURED_CHANNELS
 from schemas import EventError, MetricEvent, decode_event
 from schemas.prediction import PredictionColumns, encode_predictions
@@ -117,9 +117,7 @@ class Processor:
             out.messages.append(self._dead_letters(dead))
         self.metrics.events_consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
-        for round_events in _rounds(events):
-            self._round(round_events, now, out)
-        out.messages = _merged(out.messages)
+        self._predict(_rounds(events), now, out)
         self._after_batch()
         return out
 
@@ -157,57 +155,66 @@ class Processor:
         self.metrics.links_tracked.set(len(self.pipeline.store))
         return len(evicted)
 
-    # -- one round: each link at most once -------------------------------------------
+    # -- a batch: observed round by round, predicted at once ----------------------------
 
-    def _round(
-        self, events: list[tuple[MetricEvent, ConsumerRecord]], now: float, out: BatchOutput
-    ) -> None:
-        ids, ts, values = _columns(events)
-        store = self.pipeline.store
-        slots, accepted = self.pipeline.observe(ids, ts, values, now)
-        late = int((~accepted).sum())
-        if late:
-            self.metrics.events_late.inc(late)
-        if not accepted.any():
+    def _predict(self, rounds: list[list[tuple[MetricEvent, ConsumerRecord]]], now: float,
+                 out: BatchOutput) -> None:
+        """Observe each round (a link at most once per round), capturing its windows;
+        then predict every round in one engine call per predictor, score the previous
+        predictions, and emit one message list per predictor."""
+        batch, kept, actual = self._observe(rounds, now)
+        if batch is None:
             return
-        slots = slots[accepted]
-        kept = [e for e, ok in zip(events, accepted.tolist(), strict=True) if ok]
-        store.column("partition")[slots] = [r.partition for _, r in kept]
-        self._score(slots, values[accepted, 0])
-
-        flags = self.flags
+        store, flags = self.pipeline.store, self.flags
         bucket = store.column("bucket")
-        new = bucket[slots] < 0
-        if new.any():
-            bucket[slots[new]] = [rollout_bucket(e.link_id) for (e, _), n in zip(kept, new, strict=True) if n]
-        v3 = np.zeros(len(slots), dtype=bool) if flags.kill_switch else bucket[slots] < flags.rollout_percent
-
-        live_v3 = np.flatnonzero(v3)
-        live_v1 = np.flatnonzero(~v3)
+        new = np.flatnonzero(bucket[batch.slots] < 0)
+        if new.size:  # a new link's first rows: the same bucket for each of them
+            bucket[batch.slots[new]] = [rollout_bucket(kept[i][0].link_id) for i in new.tolist()]
         if flags.shadow:
-            live_v1 = np.arange(len(slots))
-            live_v3 = np.empty(0, dtype=np.intp)
-            self._emit(self.pipeline.predict(slots), kept, "v3", True, out,
-                       np.arange(len(slots)))
-        if live_v3.size:
-            self._emit(self.pipeline.predict(slots[live_v3]), kept, "v3", False, out, live_v3)
-        if live_v1.size:
-            self._emit(self.pipeline.predict(slots[live_v1], use_models=False), kept, "v1", False,
-                       out, live_v1)
+            every = np.arange(len(batch))
+            emitted = [("v3", True, every), ("v1", False, every)]
+        else:
+            v3 = np.zeros(len(batch), dtype=bool) if flags.kill_switch else (
+                bucket[batch.slots] < flags.rollout_percent)
+            emitted = [("v3", False, np.flatnonzero(v3)), ("v1", False, np.flatnonzero(~v3))]
+        made = [(predictor, shadow, rows, self.pipeline.predict_captured(
+                    batch.take(rows), use_models=predictor == "v3"))
+                for predictor, shadow, rows in emitted if rows.size]
+        self._score(batch, actual, made)
+        for predictor, shadow, rows, predicted in made:
+            self._emit(predicted, [kept[i] for i in rows.tolist()], predictor, shadow, out)
+
+    def _observe(self, rounds: list[list[tuple[MetricEvent, ConsumerRecord]]], now: float,
+                 ) -> tuple[Captured | None, list[tuple[MetricEvent, ConsumerRecord]], np.ndarray]:
+        """Append each round's samples and capture the windows of the accepted ones."""
+        store = self.pipeline.store
+        captured, kept, actual = [], [], []
+        for index, events in enumerate(rounds):
+            ids, ts, values = _columns(events)
+            slots, accepted = self.pipeline.observe(ids, ts, values, now)
+            late = int((~accepted).sum())
+            if late:
+                self.metrics.events_late.inc(late)
+            if not accepted.any():
+                continue
+            slots = slots[accepted]
+            taken = [e for e, ok in zip(events, accepted.tolist(), strict=True) if ok]
+            store.column("partition")[slots] = [r.partition for _, r in taken]
+            captured.append(self.pipeline.capture(slots, index))
+            kept += taken
+            actual.append(values[accepted, 0])
+        if not captured:
+            return None, kept, np.empty(0, dtype=np.float32)
+        return Captured.concatenate(captured), kept, np.concatenate(actual)
 
     def _emit(self, batch: Round, events: list[tuple[MetricEvent, ConsumerRecord]], predictor: str,
-              shadow: bool, out: BatchOutput, rows: npt.NDArray[np.intp]) -> None:
+              shadow: bool, out: BatchOutput) -> None:
         r, a = batch.result, batch.allocations
-        store = self.pipeline.store
-        store.column(f"pending_{predictor}")[batch.slots] = r.predicted_mbps
-        if predictor == "v3":
-            store.column("pending_mode")[batch.slots] = r.mode
-        n = len(rows)
+        n = len(events)
         topic = self.config.output_topic
         if shadow and self.config.shadow_topic:
             topic = self.config.shadow_topic
-        picked = [events[row] for row in rows.tolist()]
-        link_ids = [event.link_id for event, _ in picked]
+        link_ids = [event.link_id for event, _ in events]
         keys: list[bytes | None] = [link.encode() for link in link_ids]
         modes = [MODE_NAMES[m] for m in r.mode.tolist()]
         sources = [SOURCE_NAMES[s] for s in r.source.tolist()]
@@ -235,7 +242,7 @@ class Processor:
             inference_ms=r.inference_s * 1000.0,
             shadow=shadow,
         ))
-        arrival = np.fromiter((record.timestamp for _, record in picked), dtype=np.int64, count=n)
+        arrival = np.fromiter((record.timestamp for _, record in events), dtype=np.int64, count=n)
         partitions = self._partitions(batch.slots, keys) if topic == self.config.output_topic else None
         out.messages.append(Outgoing(topic, keys, values, arrival, r.mode.copy(), partitions))
         # one metric update per label set, not per event (labels() costs ~15 us)
@@ -268,18 +275,32 @@ class Processor:
             self.pipeline.store.column("out_partition").fill(-1)
             self.output_partitions = count
 
-    def _score(self, slots: np.ndarray, actual: np.ndarray) -> None:
-        """Score each link's previous prediction now that its next sample has arrived."""
+    def _score(self, batch: Captured, actual: np.ndarray,
+               made: list[tuple[str, bool, npt.NDArray[np.intp], Round]]) -> None:
+        """Score each link's previous prediction now that its next sample has arrived: the
+        one kept from an earlier batch, or the one made for the round before in this one.
+        Afterwards each link's latest prediction is kept for its next sample."""
         store = self.pipeline.store
-        modes = store.column("pending_mode")[slots]
+        n = len(batch)
+        previous, last = _previous_rows(batch.slots, batch.rounds)
+        first = previous < 0
+        mode_now = np.zeros(n, dtype=np.int8)  # the link's mode, whichever predictor served it
+        for _, _, rows, predicted in made:
+            mode_now[rows] = predicted.result.mode
+        pending_mode = store.column("pending_mode")
+        modes = np.where(first, pending_mode[batch.slots], mode_now[previous])
         for predictor in PREDICTORS:
+            now_predicted = np.full(n, np.nan, dtype=np.float32)
+            for name, _, rows, predicted in made:
+                if name == predictor:
+                    now_predicted[rows] = predicted.result.predicted_mbps
             pending = store.column(f"pending_{predictor}")
-            predicted = pending[slots]
-            scored = ~np.isnan(predicted) & (actual > 0)
-            pending[slots] = np.nan
+            before = np.where(first, pending[batch.slots], now_predicted[previous])
+            pending[batch.slots[last]] = now_predicted[last]
+            scored = ~np.isnan(before) & (actual > 0)
             if not scored.any():
                 continue
-            error = np.abs(predicted[scored] - actual[scored]) / actual[scored]
+            error = np.abs(before[scored] - actual[scored]) / actual[scored]
             for code in np.unique(modes[scored]).tolist():
                 mode = MODE_NAMES[code]
                 sel = modes[scored] == code
@@ -288,6 +309,7 @@ class Processor:
                 self.metrics.abs_pct_error.observe((mode, predictor), error[sel])
                 if predictor == "v3":
                     self._update_drift(mode, error[sel])
+        pending_mode[batch.slots[last]] = mode_now[last]
 
     def _update_drift(self, mode: str, errors: np.ndarray) -> None:
         detector = self.drift[mode]
@@ -342,31 +364,6 @@ class Processor:
         )
 
 
-def _merged(messages: list[Outgoing]) -> list[Outgoing]:
-    """One Outgoing per topic and kind, rows in the order produced: a batch's rounds then
-    reach the producer as a few record batches per partition instead of a few per round
-    (a link's predictions stay in order: rounds are concatenated in order)."""
-    groups: dict[tuple[str, bool, bool, bool], list[Outgoing]] = {}
-    for m in messages:
-        kind = (m.topic, m.modes is None, m.partitions is None, m.headers is None)
-        groups.setdefault(kind, []).append(m)
-    return [parts[0] if len(parts) == 1 else _concatenated(parts) for parts in groups.values()]
-
-
-def _concatenated(parts: list[Outgoing]) -> Outgoing:
-    first = parts[0]
-    return Outgoing(
-        first.topic,
-        [key for m in parts for key in m.keys],
-        [value for m in parts for value in m.values],
-        np.concatenate([m.arrival_ms for m in parts]),
-        None if first.modes is None else np.concatenate([m.modes for m in parts if m.modes is not None]),
-        None if first.partitions is None else np.concatenate(
-            [m.partitions for m in parts if m.partitions is not None]),
-        None if first.headers is None else [h for m in parts for h in m.headers or ()],
-    )
-
-
 def _without_frames(error: EventError) -> EventError:
     """The error without its traceback and context. Kept in a list that the catching
     frame holds, they make a reference cycle (traceback -> frame -> list -> error) that
@@ -404,3 +401,16 @@ def _finite(values: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
     """NaN, infinite or negative values as 0: the contract's fields are finite and >= 0."""
     values = np.asarray(values, dtype=np.float64)
     return np.where(np.isfinite(values) & (values >= 0), values, 0.0)
+
+
+def _previous_rows(slots: npt.NDArray[np.intp], rounds: npt.NDArray[np.intp],
+                   ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """For each row, the row of the same link in the round before (-1 for its first row
+    in the batch), and whether the row is the link's last in the batch."""
+    order = np.lexsort((rounds, slots))  # by link, then round
+    same = slots[order][1:] == slots[order][:-1]
+    previous = np.full(len(slots), -1, dtype=np.intp)
+    previous[order[1:][same]] = order[:-1][same]
+    last = np.ones(len(slots), dtype=bool)
+    last[order[:-1][same]] = False
+    return previous, last

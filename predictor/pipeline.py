@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +56,31 @@ class Round:
     result: BatchResult
     allocations: Allocations
     raw: np.ndarray  # the windows the predictions were made from (for ids)
+
+
+@dataclass
+class Captured:
+    """Windows and per-link state captured for a later prediction, one row per event."""
+
+    slots: npt.NDArray[np.intp]
+    raw: np.ndarray
+    counts: npt.NDArray[np.int64]
+    modes: npt.NDArray[np.int8]  # undecided links as hybrid
+    ts: npt.NDArray[np.float64]
+    rounds: npt.NDArray[np.intp]  # the round each row was captured in
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def take(self, rows: npt.NDArray[np.intp]) -> Captured:
+        return Captured(self.slots[rows], self.raw[rows], self.counts[rows], self.modes[rows],
+                        self.ts[rows], self.rounds[rows])
+
+    @staticmethod
+    def concatenate(parts: Sequence[Captured]) -> Captured:
+        if len(parts) == 1:
+            return parts[0]
+        return Captured(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Captured)))
 
 
 class Pipeline:
@@ -125,36 +150,48 @@ class Pipeline:
         self.tracker.update(self.store.windows(slots, DETECTOR_SAMPLES), m, c, s)
         mode[slots], candidate[slots], streak[slots] = m, c, s
 
+    def capture(self, slots: npt.NDArray[np.intp], round_index: int = 0) -> Captured:
+        """What a prediction for these links needs, as of now: a batch captures each
+        round right after observing it, then predicts all rounds in one engine call."""
+        modes = self.store.column("mode")[slots]
+        return Captured(
+            slots=slots,
+            raw=self.store.windows(slots),
+            counts=self.store.counts(slots),
+            modes=np.where(modes == UNDECIDED, HYBRID, modes).astype(np.int8),
+            ts=self.store.newest_ts(slots),
+            rounds=np.full(len(slots), round_index, dtype=np.intp),
+        )
+
     def predict(
         self, slots: npt.NDArray[np.intp], use_models: bool = True
     ) -> Round:
         """Predictions and allocations for the given links from their current windows."""
-        raw, modes, result = self._forecast(slots, use_models)
+        return self.predict_captured(self.capture(slots), use_models)
+
+    def predict_captured(self, captured: Captured, use_models: bool = True) -> Round:
+        """Predictions and allocations for captured windows, all rounds in one engine
+        call; allocations round by round, since each keeps the stream count of the
+        link's previous one."""
+        raw = captured.raw
+        result = self.engine.predict(raw, captured.counts, captured.modes, use_models)
         rtt = last_present(raw[:, :, LATENCY])
-        rtt = np.where(np.isnan(rtt), DEFAULT_RTT_MS[modes], rtt)
+        rtt = np.where(np.isnan(rtt), DEFAULT_RTT_MS[captured.modes], rtt)
+        loss, jitter = last_present(raw[:, :, LOSS]), last_present(raw[:, :, JITTER])
         streams = self.store.column("streams")
-        allocations = allocate(
-            result.predicted_mbps,
-            result.confidence,
-            rtt,
-            last_present(raw[:, :, LOSS]),
-            last_present(raw[:, :, JITTER]),
-            previous_streams=streams[slots],
-        )
-        streams[slots] = allocations.streams
-        return Round(slots, self.store.newest_ts(slots), result, allocations, raw)
+        parts = []
+        for rows in _by_round(captured.rounds):
+            slots = captured.slots[rows]
+            part = allocate(result.predicted_mbps[rows], result.confidence[rows], rtt[rows], loss[rows],
+                            jitter[rows], previous_streams=streams[slots])
+            streams[slots] = part.streams
+            parts.append((rows, part))
+        return Round(captured.slots, captured.ts, result, _joined(parts, len(raw)), raw)
 
     def forecast(self, slots: npt.NDArray[np.intp]) -> BatchResult:
         """The predictions alone, without allocations: what the backtest scores."""
-        return self._forecast(slots, True)[2]
-
-    def _forecast(
-        self, slots: npt.NDArray[np.intp], use_models: bool
-    ) -> tuple[np.ndarray, npt.NDArray[np.int8], BatchResult]:
-        raw = self.store.windows(slots)
-        modes = self.store.column("mode")[slots]
-        modes = np.where(modes == UNDECIDED, HYBRID, modes).astype(np.int8)
-        return raw, modes, self.engine.predict(raw, self.store.counts(slots), modes, use_models)
+        c = self.capture(slots)
+        return self.engine.predict(c.raw, c.counts, c.modes)
 
     def prediction_ids(self, batch: Round) -> list[str]:
         """Deterministic ids: same link, same window (values and newest ts), same model
@@ -169,3 +206,23 @@ class Pipeline:
                               ts[8 * i:8 * i + 8], raw[row * i:row * (i + 1)])), digest_size=16).hexdigest()
             for i, slot in enumerate(batch.slots.tolist())
         ]
+
+
+def _by_round(rounds: npt.NDArray[np.intp]) -> list[npt.NDArray[np.intp]]:
+    """Row indices of each round, in round order (one slice when there is one round)."""
+    if len(rounds) == 0 or rounds[0] == rounds[-1]:
+        return [np.arange(len(rounds))]
+    return [np.flatnonzero(rounds == r) for r in np.unique(rounds).tolist()]
+
+
+def _joined(parts: list[tuple[npt.NDArray[np.intp], Allocations]], n: int) -> Allocations:
+    """Allocations of several rounds back in row order."""
+    if len(parts) == 1:
+        return parts[0][1]
+    columns = {}
+    for f in fields(Allocations):
+        column = np.empty(n, dtype=getattr(parts[0][1], f.name).dtype)
+        for rows, part in parts:
+            column[rows] = getattr(part, f.name)
+        columns[f.name] = column
+    return Allocations(**columns)

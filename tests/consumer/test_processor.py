@@ -7,13 +7,15 @@ import logging
 import weakref
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from consumer.config import ServiceConfig
+from consumer.flags import Flags
 from consumer.metrics import Metrics
-from consumer.processor import Processor
+from consumer.processor import Message, Processor
 from predictor.engine import Engine
 from predictor.pipeline import Pipeline
 from predictor.runtime import load_models
@@ -27,10 +29,14 @@ def event(link: str, ts: float, bw: float = 10.0) -> bytes:
     return orjson.dumps({"link_id": link, "ts": ts, "bandwidth_mbps": bw})
 
 
+def make_processor(models_dir: Path) -> Processor:
+    models = load_models(models_dir, ("internet",))
+    return Processor(Pipeline(Engine(models), "internet", max_links=100), ServiceConfig(), Metrics())
+
+
 @pytest.fixture
 def processor(tiny_models: Path) -> Processor:
-    models = load_models(tiny_models, ("internet",))
-    return Processor(Pipeline(Engine(models), "internet", max_links=100), ServiceConfig(), Metrics())
+    return make_processor(tiny_models)
 
 
 def test_a_link_repeated_in_one_batch_gets_one_prediction_per_event_in_order(processor: Processor) -> None:
@@ -59,6 +65,34 @@ def test_a_batch_reaches_the_producer_as_one_message_list_per_topic(processor: P
         ts = [orjson.loads(v)["ts"] for k, v in zip(predictions.keys, predictions.values, strict=True)
               if k == link.encode()]
         assert ts == [100, 101, 102, 103]
+
+
+@pytest.mark.parametrize("shadow", [False, True])
+def test_a_batch_predicts_and_scores_as_its_events_one_by_one_would(tiny_models: Path, shadow: bool) -> None:
+    """Rounds are predicted in one engine call, yet every event's prediction, allocation
+    and score are those of processing the events one at a time."""
+    rng = np.random.default_rng(3)
+    records = [record(i, event(f"l{i % 3 if i < 150 else i % 7}", 1000 + i, float(rng.uniform(5, 50))))
+               for i in range(200)]
+    at_once, one_by_one = make_processor(tiny_models), make_processor(tiny_models)
+    for p in (at_once, one_by_one):
+        p.flags = Flags(rollout_percent=60, shadow=shadow)
+    together = [m for b in range(0, 200, 50) for m in at_once.process(records[b:b + 50]).each()]
+    alone = [m for r in records for m in one_by_one.process([r]).each()]
+    assert _comparable(together) == _comparable(alone)
+    for predictor in ("v3", "v1"):
+        for counter in ("scored", "hits"):
+            metric = getattr(at_once.metrics, counter).labels("internet", predictor)._value.get()
+            assert metric == getattr(one_by_one.metrics, counter).labels("internet", predictor)._value.get()
+        assert at_once.metrics.scored.labels("internet", predictor)._value.get() > 20
+
+
+def _comparable(messages: list[Message]) -> list[tuple[str, bytes | None, bytes]]:
+    """Messages without the ONNX time they report, in a fixed order."""
+    def without_timing(value: bytes) -> bytes:
+        return orjson.dumps({k: v for k, v in orjson.loads(value).items() if k != "inference_ms"},
+                            option=orjson.OPT_SORT_KEYS)
+    return sorted((m.topic, m.key, without_timing(m.value)) for m in messages)
 
 
 def test_bad_records_become_dead_letters_and_offsets_still_advance(processor: Processor) -> None:
