@@ -101,6 +101,7 @@ class _UsualEvent(msgspec.Struct):
 
 _USUAL = msgspec.json.Decoder(_UsualEvent)
 _as_tuple = msgspec.structs.astuple
+_new_tuple = tuple.__new__
 
 
 def decode_event(data: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> MetricEvent:
@@ -130,7 +131,8 @@ def _decode_usual(data: bytes) -> MetricEvent | None:
     if None in (latency, loss, jitter, throughput):
         return None
     strings = 1 + (node_id is not None) + (peer_id is not None)
-    if type(ts) is str:
+    stamped = type(ts) is str
+    if stamped:
         strings += 1
         try:
             ts = parse_rfc3339(ts)
@@ -141,7 +143,11 @@ def _decode_usual(data: bytes) -> MetricEvent | None:
             + (version is not None))
     if data.count(b'"') != 2 * (keys + strings):
         return None
-    return MetricEvent(link_id, ts, bandwidth, latency, loss, jitter, throughput, node_id, peer_id)
+    if stamped:
+        return MetricEvent(link_id, ts, bandwidth, latency, loss, jitter, throughput, node_id, peer_id)
+    # the decoded fields are MetricEvent's, in order: taken as they are, without the
+    # NamedTuple constructor's Python frame (~0.2 us of the ~2 us an event takes)
+    return _new_tuple(MetricEvent, fields[:9])
 
 
 def _decode_checked(data: bytes) -> MetricEvent:
