@@ -8,7 +8,8 @@ All parts run in one process, one after another, on the same machine and threads
   end_to_end  events pre-loaded in the embedded broker, `pba run`'s Service consumes them;
               model-sourced predictions per second from the output records' timestamps
   latency     events produced live at half the end-to-end rate; time from each event's
-              Kafka timestamp to its prediction's record timestamp (p50/p95/p99)
+              Kafka timestamp to its prediction's record timestamp (p50/p95/p99); and
+              its floor: the same stream echoed through the broker without the service
 Ratios to the ceiling are what to compare between machines; absolute figures only with
 the machine named.
 """
@@ -38,7 +39,12 @@ from consumer.broker import EmbeddedBroker
 from consumer.config import ServiceConfig
 from consumer.metrics import Metrics
 from consumer.processor import Processor
-from consumer.service import tune_garbage_collection
+from consumer.service import (
+    FETCH_MAX_WAIT_MS,
+    POLL_TIMEOUT_MS,
+    PRODUCER_LINGER_MS,
+    tune_garbage_collection,
+)
 from consumer.topics import ensure_topics
 from predictor.engine import Engine
 from predictor.features import build_features
@@ -234,30 +240,77 @@ async def latency(bootstrap: str, mode: str, settings: SessionSettings, links: i
     await _produce(bootstrap, inp, messages[:warm])
     with _service(bootstrap, run, mode, settings) as service:
         await _collect(bootstrap, out, warm, 300, service)
-        # agents batch for a few ms like any Kafka producer (Java's default linger is 5 ms);
-        # the record timestamp is taken before that wait, so it counts in the latency
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=LIVE_LINGER_MS)
-        await producer.start()
-        live = messages[warm:]
+        sent = await _produce_at(bootstrap, inp, messages[warm:], rate)
+        records = await _collect(bootstrap, out, len(messages), 120, service)
+    return _latencies(rate, sent, records)
+
+
+async def latency_floor(bootstrap: str, links: int, rate: float, seconds: float,
+                        run: str) -> dict[str, float]:
+    """The same live stream echoed through the broker without the service: a consumer
+    and a producer with `pba run`'s settings re-publish each record as it arrives. What
+    Kafka alone costs at this rate on this machine; the latency above it is the service's."""
+    messages = _events(links, int(rate * seconds / links) + 1, "datacenter")
+    inp, out = await _topics(bootstrap, run)
+    consumer = AIOKafkaConsumer(inp, bootstrap_servers=bootstrap, group_id=f"g-{run}",
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    echo = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=PRODUCER_LINGER_MS)
+    await consumer.start()
+    await echo.start()
+
+    async def echo_all() -> None:
+        left = len(messages)
+        while left:
+            for records in (await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=1024)).values():
+                for r in records:
+                    await echo.send(out, r.value, key=r.key)
+                left -= len(records)
+        await echo.flush()
+
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)
+        echoing = asyncio.create_task(echo_all())
+        sent = await _produce_at(bootstrap, inp, messages, rate)
+        await asyncio.wait_for(echoing, 120)
+    finally:
+        await consumer.stop()
+        await echo.stop()
+    return _latencies(rate, sent, await _collect(bootstrap, out, len(messages), 120))
+
+
+async def _produce_at(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]],
+                      rate: float) -> dict[tuple[bytes, float], int]:
+    """Send at `rate`/s; each message's record timestamp by (key, event ts)."""
+    # agents batch for a few ms like any Kafka producer (Java's default linger is 5 ms);
+    # the record timestamp is taken before that wait, so it counts in the latency
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=LIVE_LINGER_MS)
+    await producer.start()
+    try:
         futures = []
         started = time.perf_counter()
-        for n, (key, value) in enumerate(live):
+        for n, (key, value) in enumerate(messages):
             delay = started + n / rate - time.perf_counter()
             if delay > 0.001:
                 await asyncio.sleep(delay)
-            futures.append(await producer.send(inp, value, key=key))
-        sent = {(key, orjson.loads(value)["ts"]): (await f).timestamp
-                for (key, value), f in zip(live, futures, strict=True)}
+            futures.append(await producer.send(topic, value, key=key))
+        return {(key, orjson.loads(value)["ts"]): (await f).timestamp
+                for (key, value), f in zip(messages, futures, strict=True)}
+    finally:
         await producer.stop()
-        records = await _collect(bootstrap, out, len(messages), 120, service)
+
+
+def _latencies(rate: float, sent: dict[tuple[bytes, float], int],
+               records: list[ConsumerRecord]) -> dict[str, float]:
+    """Per live event, its output record's timestamp minus its input record's."""
     lat = []
     for r in records:
-        p = orjson.loads(r.value)
-        t_in = sent.get((r.key, p["ts"]))
+        t_in = sent.get((r.key, orjson.loads(r.value)["ts"]))
         if t_in is not None:
             lat.append(r.timestamp - t_in)
     ms = np.array(lat, dtype=np.float64)
-    return {"rate": rate, "events": len(live), "measured": len(ms),
+    return {"rate": rate, "events": len(sent), "measured": len(ms),
             "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
             "p99_ms": float(np.percentile(ms, 99))}
 
@@ -302,6 +355,9 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
                 log("latency at half the end-to-end rate ...")
                 result["latency"] = asyncio.run(latency(broker.bootstrap, mode, settings, min(links, 200),
                                                         e2e / 2, 10.0, run + "-lat"))
+                log("Kafka alone at the same rate ...")
+                result["latency_floor"] = asyncio.run(latency_floor(broker.bootstrap, min(links, 200),
+                                                                    e2e / 2, 10.0, run + "-floor"))
     return result
 
 
@@ -339,6 +395,11 @@ def render(result: dict[str, Any]) -> str:
         lat = result["latency"]
         lines.append(f"| latency at {lat['rate']:,.0f} events/s (half of end to end) | p50 "
                      f"{lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms | |")
+    if "latency_floor" in result:
+        lat = result["latency_floor"]
+        lines.append(f"| latency floor: the same stream echoed by a consumer and producer with "
+                     f"`pba run`'s settings, no service | p50 {lat['p50_ms']:.1f} ms, p95 "
+                     f"{lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms | |")
     if "ingest_events_per_s" in result:
         lines.append(f"| ingest only (decode + window) | {result['ingest_events_per_s']:,.0f} events/s | |")
     if "memory_bytes_per_link" in result:

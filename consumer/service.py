@@ -49,6 +49,10 @@ POLL_TIMEOUT_MS = 100
 HOUSEKEEPING_S = 1.0
 SEND_RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 PRODUCER_BATCH_BYTES = 256 * 1024
+#: brokers that do not wake a waiting fetch on new data (Tansu) would otherwise add up to
+#: the default 500 ms to every event's latency
+FETCH_MAX_WAIT_MS = 20
+PRODUCER_LINGER_MS = 2
 BROKER_PROBE_TIMEOUT_S = 2.0
 REBUILD_TIMEOUT_S = 30.0
 #: allocations between young-generation collections (CPython's default is 700)
@@ -140,9 +144,7 @@ class Service:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=max(1 << 20, c.max_event_bytes * 64),
-            # brokers that do not wake a waiting fetch on new data (Tansu) would otherwise
-            # add up to 500 ms to every event's latency
-            fetch_max_wait_ms=20,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             session_timeout_ms=int(c.session_timeout_s * 1000),
             heartbeat_interval_ms=max(100, int(c.session_timeout_s * 1000 / 3)),
             **security,
@@ -151,7 +153,7 @@ class Service:
             bootstrap_servers=self.bootstrap,
             client_id="pba-stream",
             acks="all",
-            linger_ms=2,
+            linger_ms=PRODUCER_LINGER_MS,
             max_batch_size=PRODUCER_BATCH_BYTES,
             enable_idempotence=c.idempotent,
             **security,

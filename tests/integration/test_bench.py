@@ -27,5 +27,8 @@ def test_bench_reports_every_part_with_ratios() -> None:
     lat = result["latency"]
     assert lat["measured"] == lat["events"] > 0
     assert 0 <= lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"]
+    floor = result["latency_floor"]
+    assert floor["measured"] == floor["events"] > 0 and floor["rate"] == lat["rate"]
+    assert 0 <= floor["p50_ms"] <= floor["p95_ms"] <= floor["p99_ms"]
     assert result["ingest_events_per_s"] > 0 and result["memory_bytes_per_link"] > 0
     assert result["ratios"]["end_to_end_over_ceiling"] > 0 and result["ratios"]["naive_over_ceiling"] > 0
