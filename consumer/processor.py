@@ -161,7 +161,10 @@ class Processor:
                  out: BatchOutput) -> None:
         """Observe each round (a link at most once per round), capturing its windows;
         then predict every round in one engine call per predictor, score the previous
-        predictions, and emit one message list per predictor."""
+        predictions, and emit one message list per predictor.
+
+        Only the first round can bring new links, so only it can evict links for the cap
+        (never its own: WindowStore.slots), before anything is captured."""
         batch, kept, actual = self._observe(rounds, now)
         if batch is None:
             return

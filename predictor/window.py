@@ -8,7 +8,7 @@ they see exactly the same windows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +25,9 @@ class WindowStore:
     A sample whose event time is not newer than the link's newest is refused (late or
     duplicate), so every window is strictly in event-time order. When the link cap is
     reached, the least recently seen links are evicted to make room: memory stays bounded
-    and a new link is never refused.
+    and a new link is never refused. A link is never evicted for another of the same
+    `slots` call (the caller is about to read all their windows); a call with more new
+    links than there is room for takes the store over the cap until the next call.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class WindowStore:
         self._free: list[int] = list(range(capacity - 1, -1, -1))
         self.evicted_total = 0
         self.cap_evictions_total = 0
+        self._protected: list[int] | None = None  # slots of the `slots` call being served
 
     # -- links and slots -------------------------------------------------------------
 
@@ -67,19 +70,32 @@ class WindowStore:
         slot = self._slot_of.get(link_id)
         if slot is not None:
             return slot
+        if len(self._slot_of) >= self.max_links:
+            self._evict_least_recent(len(self._slot_of) - self.max_links + max(1, self.max_links // 100))
         if not self._free:
-            if len(self._slot_of) < self.max_links:
-                self._grow()
-            else:
-                self._evict_least_recent(max(1, self.max_links // 100))
+            self._grow()
         slot = self._free.pop()
         self._slot_of[link_id] = slot
         self._link_of[slot] = link_id
         self._last_seen[slot] = now
+        if self._protected is not None:
+            self._protected.append(slot)
         return slot
 
-    def slots(self, link_ids: Iterable[str], now: float = 0.0) -> npt.NDArray[np.intp]:
-        return np.fromiter((self.slot(link, now) for link in link_ids), dtype=np.intp)
+    def slots(self, link_ids: Sequence[str], now: float = 0.0) -> npt.NDArray[np.intp]:
+        """The slots of these links, allocating new ones. None of them is evicted to make
+        room for another of the same call: the caller is about to use them all (when the
+        call alone holds more links than the cap, the store goes over it until the next
+        call can evict)."""
+        if len(self._slot_of) + len(link_ids) <= self.max_links:
+            return np.fromiter((self.slot(link, now) for link in link_ids), dtype=np.intp,
+                               count=len(link_ids))
+        self._protected = [s for s in map(self._slot_of.get, link_ids) if s is not None]
+        try:
+            return np.fromiter((self.slot(link, now) for link in link_ids), dtype=np.intp,
+                               count=len(link_ids))
+        finally:
+            self._protected = None
 
     def link_id(self, slot: int) -> str | None:
         return self._link_of[slot]
@@ -151,7 +167,11 @@ class WindowStore:
 
     def _evict_least_recent(self, n: int) -> None:
         active = np.fromiter(self._slot_of.values(), dtype=np.intp, count=len(self._slot_of))
+        if self._protected:
+            active = active[~np.isin(active, self._protected)]
         n = min(n, active.size)
+        if n == 0:
+            return
         oldest = active[np.argpartition(self._last_seen[active], n - 1)[:n]]
         self.cap_evictions_total += len(self._release(oldest))
 
@@ -180,7 +200,9 @@ class WindowStore:
 
     def _grow(self) -> None:
         old = self.capacity
-        new = min(self.max_links, old * 2)
+        # up to the cap by doubling; past it (only while one call holds every tracked
+        # link) by an eighth
+        new = min(self.max_links, old * 2) if old < self.max_links else old + max(64, old // 8)
         extra = new - old
 
         def grown(array: np.ndarray, fill: object) -> np.ndarray:

@@ -120,12 +120,27 @@ def test_a_batch_with_dead_letters_is_freed_without_the_cycle_collector(processo
 
 def test_the_link_cap_evicts_and_says_so(processor: Processor, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        processor.process([record(i, event(f"l{i}", 1)) for i in range(150)])
+        processor.process([record(i, event(f"l{i}", 1)) for i in range(80)])
+        out = processor.process([record(100 + i, event(f"m{i}", 2)) for i in range(70)])
+    assert len(out.each()) == 70
     assert len(processor.pipeline.store) <= 100
     assert processor.metrics.links_evicted.labels("cap")._value.get() >= 50
     assert processor.metrics.link_cap_reached._value.get() == 1
     assert "link cap of 100 reached" in caplog.text
     assert len(processor.process([record(200, event("new", 2))]).each()) == 1
+
+
+def test_a_batch_with_more_links_than_the_cap_predicts_each_from_its_own_window(
+        processor: Processor) -> None:
+    """No link of a batch is evicted for another of the same batch: the store holds them
+    all until the next batch evicts back down to the cap."""
+    out = processor.process([record(i, event(f"l{i}", 1, bw=float(i + 1))) for i in range(150)])
+    predicted = {orjson.loads(m.value)["link_id"]: orjson.loads(m.value)["predicted_bandwidth_mbps"]
+                 for m in out.each()}
+    assert predicted == {f"l{i}": float(i + 1) for i in range(150)}  # the last value, its own
+    assert len(processor.pipeline.store) == 150
+    processor.process([record(200, event("new", 2))])
+    assert len(processor.pipeline.store) <= 100
 
 
 def test_replay_fills_windows_without_publishing(processor: Processor) -> None:

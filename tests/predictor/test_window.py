@@ -92,6 +92,19 @@ def test_link_cap_evicts_least_recently_seen_links() -> None:
     assert store.cap_evictions_total == 1
 
 
+def test_a_call_never_evicts_its_own_links_and_the_next_one_restores_the_cap() -> None:
+    store = WindowStore(length=2, capacity=2, max_links=100)
+    store.slots([f"old{i}" for i in range(90)], now=1.0)
+    burst = [f"old{i}" for i in range(40)] + [f"new{i}" for i in range(80)]
+    slots = store.slots(burst, now=2.0)
+    assert len(set(slots.tolist())) == len(burst)  # 120 links, each its own slot
+    assert all(link in store for link in burst)  # older links made room first ...
+    assert "old89" not in store
+    assert len(store) == 120  # ... and when none was left, the store went over the cap
+    store.slots(["later"], now=3.0)
+    assert len(store) <= 100 and "later" in store
+
+
 def test_memory_per_link_stays_small() -> None:
     store = WindowStore(length=60, capacity=1000, max_links=1000)
     assert store.nbytes() / 1000 < 1600
