@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--parts", default=None, metavar="PART,...",
                        help="parts to run besides the ceiling, comma-separated, of naive, ingest, "
                        "memory, end_to_end, latency (default: all; latency also runs end_to_end "
-                       "for its rate)")
+                       "for its rate, and Kafka alone at that rate as its floor)")
     bench.add_argument("--json", action="store_true", help="JSON summary instead of a table")
     bench.set_defaults(handler=_cmd_bench)
 
