@@ -26,7 +26,7 @@ demo: $(VENV)/.installed-run
 	$(PY) -m consumer.demo
 
 test: $(VENV)/.installed-dev system-packages lint rules
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 # Debian packages the tests use: prometheus (promtool and a real server), stunnel4 (a
 # real TLS terminator in front of the broker), openssl (the test certificates) and
