@@ -26,8 +26,8 @@ class WindowStore:
     duplicate), so every window is strictly in event-time order. When the link cap is
     reached, the least recently seen links are evicted to make room: memory stays bounded
     and a new link is never refused. A link is never evicted for another of the same
-    `slots` call (the caller is about to read all their windows); a call with more new
-    links than there is room for takes the store over the cap until the next call.
+    `slots` call (the caller is about to read all their windows); a call with more links
+    than the cap takes the store over it until the next call.
     """
 
     def __init__(
@@ -51,7 +51,6 @@ class WindowStore:
         self._free: list[int] = list(range(capacity - 1, -1, -1))
         self.evicted_total = 0
         self.cap_evictions_total = 0
-        self._protected: list[int] | None = None  # slots of the `slots` call being served
 
     # -- links and slots -------------------------------------------------------------
 
@@ -72,30 +71,36 @@ class WindowStore:
             return slot
         if len(self._slot_of) >= self.max_links:
             self._evict_least_recent(len(self._slot_of) - self.max_links + max(1, self.max_links // 100))
+        return self._allocate(link_id, now)
+
+    def slots(self, link_ids: Sequence[str], now: float = 0.0) -> npt.NDArray[np.intp]:
+        """The slots of these links, allocating new ones. Room for the new ones is made
+        first, among the other links: none of these is evicted for another of them (the
+        caller is about to read all their windows). When they alone are more than the
+        cap, the store goes over it until a later call can evict."""
+        found = [self._slot_of.get(link) for link in link_ids]
+        missing = found.count(None)
+        over = len(self._slot_of) + missing - self.max_links
+        if missing and over > 0:
+            keep = [slot for slot in found if slot is not None]
+            self._evict_least_recent(over + max(1, self.max_links // 100), keep)
+        allocate = self._allocate
+        return np.fromiter(
+            (allocate(link, now) if slot is None else slot
+             for link, slot in zip(link_ids, found, strict=True)),
+            dtype=np.intp, count=len(link_ids))
+
+    def _allocate(self, link_id: str, now: float) -> int:
+        slot = self._slot_of.get(link_id)  # a link given twice in one call
+        if slot is not None:
+            return slot
         if not self._free:
             self._grow()
         slot = self._free.pop()
         self._slot_of[link_id] = slot
         self._link_of[slot] = link_id
         self._last_seen[slot] = now
-        if self._protected is not None:
-            self._protected.append(slot)
         return slot
-
-    def slots(self, link_ids: Sequence[str], now: float = 0.0) -> npt.NDArray[np.intp]:
-        """The slots of these links, allocating new ones. None of them is evicted to make
-        room for another of the same call: the caller is about to use them all (when the
-        call alone holds more links than the cap, the store goes over it until the next
-        call can evict)."""
-        if len(self._slot_of) + len(link_ids) <= self.max_links:
-            return np.fromiter((self.slot(link, now) for link in link_ids), dtype=np.intp,
-                               count=len(link_ids))
-        self._protected = [s for s in map(self._slot_of.get, link_ids) if s is not None]
-        try:
-            return np.fromiter((self.slot(link, now) for link in link_ids), dtype=np.intp,
-                               count=len(link_ids))
-        finally:
-            self._protected = None
 
     def link_id(self, slot: int) -> str | None:
         return self._link_of[slot]
@@ -167,12 +172,13 @@ class WindowStore:
         slots = [self._slot_of[link] for link in link_ids if link in self._slot_of]
         return self._release(np.asarray(slots, dtype=np.intp))
 
-    def _evict_least_recent(self, n: int) -> None:
+    def _evict_least_recent(self, n: int, keep: list[int] | None = None) -> None:
+        """Evict up to n of the least recently seen links, none of the slots in keep."""
         active = np.fromiter(self._slot_of.values(), dtype=np.intp, count=len(self._slot_of))
-        if self._protected:
-            active = active[~np.isin(active, self._protected)]
+        if keep:
+            active = active[~np.isin(active, keep)]
         n = min(n, active.size)
-        if n == 0:
+        if n <= 0:
             return
         oldest = active[np.argpartition(self._last_seen[active], n - 1)[:n]]
         self.cap_evictions_total += len(self._release(oldest))
