@@ -69,8 +69,7 @@ class WindowStore:
         slot = self._slot_of.get(link_id)
         if slot is not None:
             return slot
-        if len(self._slot_of) >= self.max_links:
-            self._evict_least_recent(len(self._slot_of) - self.max_links + max(1, self.max_links // 100))
+        self._make_room(1)
         return self._allocate(link_id, now)
 
     def slots(self, link_ids: Sequence[str], now: float = 0.0) -> npt.NDArray[np.intp]:
@@ -80,10 +79,8 @@ class WindowStore:
         cap, the store goes over it until a later call can evict."""
         found = [self._slot_of.get(link) for link in link_ids]
         missing = found.count(None)
-        over = len(self._slot_of) + missing - self.max_links
-        if missing and over > 0:
-            keep = [slot for slot in found if slot is not None]
-            self._evict_least_recent(over + max(1, self.max_links // 100), keep)
+        if missing:
+            self._make_room(missing, keep=[slot for slot in found if slot is not None])
         allocate = self._allocate
         return np.fromiter(
             (allocate(link, now) if slot is None else slot
@@ -171,6 +168,13 @@ class WindowStore:
     def remove(self, link_ids: Iterable[str]) -> list[str]:
         slots = [self._slot_of[link] for link in link_ids if link in self._slot_of]
         return self._release(np.asarray(slots, dtype=np.intp))
+
+    def _make_room(self, new: int, keep: list[int] | None = None) -> None:
+        """Before `new` links are added: evict what would go over the cap, at least 1 % of
+        it at a time, none of the slots in keep."""
+        over = len(self._slot_of) + new - self.max_links
+        if over > 0:
+            self._evict_least_recent(max(over, self.max_links // 100), keep)
 
     def _evict_least_recent(self, n: int, keep: list[int] | None = None) -> None:
         """Evict up to n of the least recently seen links, none of the slots in keep."""
