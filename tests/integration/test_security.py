@@ -20,7 +20,16 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka.helpers import create_ssl_context
-from kafka_support import Topics, free_port, produce, read, ready_now, seconds_until_ready, service_process
+from kafka_support import (
+    Topics,
+    free_port,
+    produce,
+    read,
+    ready_now,
+    seconds_until_ready,
+    service_process,
+    service_stderr,
+)
 
 from consumer.broker import EmbeddedBroker
 
@@ -111,7 +120,7 @@ def test_a_broker_certificate_from_an_untrusted_ca_is_refused(tls_broker: TlsBro
         assert not ready_now(port)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        stderr = service_stderr(proc)
     assert "cannot reach Kafka" in stderr and "retrying" in stderr
 
 
@@ -129,6 +138,6 @@ def test_a_sasl_password_never_shows_in_logs_or_metrics(tls_broker: TlsBroker, t
             metrics = response.read().decode()
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        stderr = service_stderr(proc)
     assert "sasl_password" in stderr and "***" in stderr  # the start-up line names it, redacted
     assert secret not in stderr and secret not in metrics

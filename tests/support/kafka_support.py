@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -133,19 +134,35 @@ def service_config(bootstrap: str, topics: Topics, **overrides: Any) -> ServiceC
 @contextlib.contextmanager
 def service_process(bootstrap: str, topics: Topics, *extra: str,
                     env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """`pba run` as a real process (for signals, kills and restarts)."""
+    """`pba run` as a real process (for signals, kills and restarts). Its stderr goes to a
+    file, not a pipe nobody reads (a full pipe would block the service's logging); a
+    failure shows its end (service_stderr)."""
     cmd = [sys.executable, "-m", "consumer.cli", "run", "--bootstrap", bootstrap,
            "--input-topic", topics.input, "--output-topic", topics.output, "--dlq-topic", topics.dlq,
            "--group-id", topics.group, "--metrics-port", "0", *extra]
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stderr=log)
+        _STDERR[proc.pid] = log
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            del _STDERR[proc.pid]
+
+
+_STDERR: dict[int, Any] = {}  # pid -> the file a service_process writes its stderr to
+
+
+def service_stderr(proc: subprocess.Popen[Any], last: int | None = None) -> str:
+    """What a service_process wrote to stderr so far, or its `last` characters ("" for
+    other processes)."""
+    log = _STDERR.get(proc.pid)
+    if log is None:
+        return ""
+    log.seek(0)
+    return log.read().decode(errors="replace")[-(last or 0):]
 
 
 def repo_root() -> Path:
@@ -163,7 +180,8 @@ def seconds_until_ready(port: int, timeout: float, proc: subprocess.Popen[Any] |
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"service exited with {proc.returncode} before it was ready")
+            raise AssertionError(f"service exited with {proc.returncode} before it was ready; "
+                                 f"its stderr ends:\n{service_stderr(proc, 4000)}")
         if ready_now(port):
             return time.monotonic() - started
         time.sleep(0.1)
