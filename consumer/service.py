@@ -304,19 +304,27 @@ class Service:
 
     async def _send(self, chunk: _Chunk) -> asyncio.Future[Any]:
         """Hand a chunk to the producer: a whole record batch at once where the partition
-        is known (one call instead of one per message)."""
+        is known (one call instead of one per message). The future fails, rather than this
+        call, when the producer refuses the chunk (e.g. its queue for the partition did
+        not drain within the request timeout while the broker was away): the chunk is
+        then sent again like one whose delivery failed, instead of stopping the service."""
         producer = self._producer
         assert producer is not None
         m = chunk.messages
-        if chunk.partition is None:
-            (row,) = chunk.rows
-            return await producer.send(m.topic, m.values[row], key=m.keys[row],
-                                       headers=m.headers[row] if m.headers else None)
-        builder = producer.create_batch()
-        for row in chunk.rows:
-            if builder.append(key=m.keys[row], value=m.values[row], timestamp=None) is None:
-                raise ValueError(f"message {row} for {m.topic} does not fit a record batch")
-        return await producer.send_batch(builder, m.topic, partition=chunk.partition)
+        try:
+            if chunk.partition is None:
+                (row,) = chunk.rows
+                return await producer.send(m.topic, m.values[row], key=m.keys[row],
+                                           headers=m.headers[row] if m.headers else None)
+            builder = producer.create_batch()
+            for row in chunk.rows:
+                if builder.append(key=m.keys[row], value=m.values[row], timestamp=None) is None:
+                    raise ValueError(f"message {row} for {m.topic} does not fit a record batch")
+            return await producer.send_batch(builder, m.topic, partition=chunk.partition)
+        except KafkaError as exc:
+            refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            refused.set_exception(exc)
+            return refused
 
     async def _complete(self, block: bool) -> None:
         """Commit every leading batch whose messages are all acknowledged; with block, wait
@@ -350,12 +358,7 @@ class Service:
         self._broker_ok = False
         await asyncio.sleep(delay)
         for i in failed:
-            try:
-                batch.futures[i] = await self._send(batch.chunks[i])
-            except KafkaError as exc:
-                future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                future.set_exception(exc)
-                batch.futures[i] = future
+            batch.futures[i] = await self._send(batch.chunks[i])
         self._watch(batch)
 
     def _observe_latency(self, batch: _InFlight) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 from kafka_support import (
     Topics,
     event,
@@ -69,6 +71,32 @@ async def test_one_schema_valid_prediction_per_valid_event_and_bad_ones_dead_let
         assert int(headers["pba.source.offset"]) >= 0 and headers["pba.error.reason"]
         original_key = next(k for k, v in BAD if v == record.value)
         assert record.key == original_key
+
+
+async def test_predictions_the_producer_refuses_are_sent_again_and_the_service_keeps_running(
+    kafka_bootstrap: str, topics: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiokafka raises, instead of failing the delivery, when a partition's queue does not
+    drain within the request timeout (a broker away for longer than that): those
+    predictions are sent again like failed deliveries, exactly once each in the end."""
+    refusals = 3
+    send_batch = AIOKafkaProducer.send_batch
+
+    async def refusing(self: AIOKafkaProducer, batch: Any, topic: str, *, partition: int) -> Any:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise KafkaTimeoutError("the partition's queue did not drain (test)")
+        return await send_batch(self, batch, topic, partition=partition)
+
+    monkeypatch.setattr(AIOKafkaProducer, "send_batch", refusing)
+    good = link_events(4, 40)
+    await produce(kafka_bootstrap, topics.input, good)
+    async with running_service(service_config(kafka_bootstrap, topics, mode="datacenter")):
+        out = await read(kafka_bootstrap, topics.output, len(good), timeout=30)
+    assert refusals == 0
+    assert sorted((p["link_id"], p["ts"]) for p in predictions(out)) == sorted(
+        (p["link_id"], p["ts"]) for p in map(orjson.loads, (value for _, value in good)))
 
 
 async def test_late_and_duplicate_events_are_counted_not_predicted(
