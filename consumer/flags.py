@@ -88,6 +88,8 @@ class FlagsFile:
                 return parse_flags(tomllib.load(fh), str(self.path))
         except tomllib.TOMLDecodeError as exc:
             raise FlagsError(f"{self.path}: not valid TOML: {exc}") from None
+        except OSError as exc:  # unreadable: permissions, replaced by a directory, ...
+            raise FlagsError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
 
     def poll(self) -> bool | None:
         """Reload if changed: True reloaded, False refused (old flags kept), None unchanged."""
@@ -95,7 +97,7 @@ class FlagsFile:
             return None
         try:
             mtime = self.path.stat().st_mtime
-        except FileNotFoundError:
+        except OSError:  # gone for now (e.g. mid-replacement): keep the flags we have
             return None
         if mtime == self._mtime:
             return None

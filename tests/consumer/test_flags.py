@@ -32,7 +32,9 @@ def test_flags_are_validated() -> None:
         parse_flags({"kill_switch": "yes"})
 
 
-def test_file_reloads_on_change_and_keeps_old_flags_on_a_bad_edit(tmp_path: Path) -> None:
+def test_file_reloads_on_change_and_keeps_old_flags_on_a_bad_edit_or_an_unreadable_file(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "flags.toml"
     path.write_text("rollout_percent = 10\n")
     flags = FlagsFile(path)
@@ -42,5 +44,9 @@ def test_file_reloads_on_change_and_keeps_old_flags_on_a_bad_edit(tmp_path: Path
     assert flags.poll() is True and flags.flags.kill_switch
     path.write_text("rollout_percent = 'lots'\n")
     os.utime(path, (2, 2))
+    assert flags.poll() is False
+    assert flags.flags.rollout_percent == 50
+    path.unlink()
+    path.mkdir()  # replaced by something that cannot be read as a file
     assert flags.poll() is False
     assert flags.flags.rollout_percent == 50
