@@ -105,6 +105,8 @@ def load_manifest(directory: Path | str) -> Manifest:
         data = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
         raise ManifestError(f"{path} is not valid JSON: {exc}") from None
+    except OSError as exc:  # e.g. permissions: refused like any other bad models directory
+        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ManifestError(f"{path}: expected an object with \"format\": {FORMAT}")
     entries = data.get("models")

@@ -76,7 +76,10 @@ class OnnxModel:
         )
         if not path.is_file():
             raise ModelError(f"{spec.mode} model file {path} does not exist")
-        actual = sha256_of(path)
+        try:
+            actual = sha256_of(path)
+        except OSError as exc:
+            raise ModelError(f"cannot read {spec.mode} model file {path}: {exc.strerror or exc}") from None
         if actual != expected:
             raise ModelError(
                 f"{spec.mode} model {path} has sha256 {actual}, manifest says {expected}: "

@@ -103,6 +103,24 @@ def test_a_missing_manifest_says_what_to_do(tmp_path: Path) -> None:
         load_models(tmp_path)
 
 
+def test_unreadable_files_are_refused_with_the_errors_a_reload_handles(
+    models_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Permissions (or a file vanishing mid-read) give ManifestError / ModelError, which a
+    hot reload turns into "refused, keeping the running models", never an OSError."""
+    import predictor.runtime
+
+    def denied(*_: object) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(predictor.runtime, "sha256_of", denied)
+    with pytest.raises(ModelError, match="cannot read (datacenter|internet) model file .*: Permission"):
+        load_models(models_copy)
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ManifestError, match="cannot read .*manifest.json: Permission denied"):
+        load_models(models_copy)
+
+
 def test_with_fallback_a_broken_model_is_loud_and_recorded(
     models_copy: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
