@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from consumer.flags import FlagsError, FlagsFile
 from predictor.pipeline import MODES
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -280,7 +281,13 @@ def validate(config: ServiceConfig) -> list[str]:
     if config.models is not None:
         check(Path(config.models).is_dir(), f"models directory {config.models} does not exist")
     if config.flags_file is not None:
-        check(Path(config.flags_file).is_file(), f"flags_file {config.flags_file} does not exist")
+        if not Path(config.flags_file).is_file():
+            problems.append(f"flags_file {config.flags_file} does not exist")
+        else:  # read now, so a bad file stops start-up with the others (later edits are hot-reloaded)
+            try:
+                FlagsFile(Path(config.flags_file))
+            except FlagsError as exc:
+                problems.append(f"flags_file {exc}")
     return problems
 
 

@@ -57,6 +57,15 @@ def test_semantic_checks_name_the_fix(tmp_path: Path) -> None:
     assert "ssl_cafile" in text and "does not exist" in text
 
 
+def test_a_bad_flags_file_stops_start_up_with_the_reason(tmp_path: Path) -> None:
+    flags = tmp_path / "flags.toml"
+    flags.write_text('rollout_percent = "half"\n')
+    with pytest.raises(ConfigError, match="flags_file .*flags.toml: rollout_percent must be a whole number"):
+        load_config(parse("--flags-file", str(flags)), environ={})
+    flags.write_text("rollout_percent = 50\n")
+    assert load_config(parse("--flags-file", str(flags)), environ={}).flags_file == flags
+
+
 def test_unknown_toml_keys_and_bad_toml_are_errors(tmp_path: Path) -> None:
     toml = tmp_path / "pba.toml"
     toml.write_text("modee = 'auto'\n")
