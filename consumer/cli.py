@@ -98,6 +98,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(config.log_level, config.log_format)
     logging.getLogger("consumer").info("starting with %s", config.redacted())
+    from consumer.health import MetricsPortError
     from consumer.service import serve
 
     try:
@@ -105,6 +106,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (ManifestError, ModelError) as exc:
         print(f"pba run: cannot load models: {exc}\n(use --allow-fallback to serve the heuristic "
               "instead)", file=sys.stderr)
+        return 2
+    except MetricsPortError as exc:
+        print(f"pba run: {exc}", file=sys.stderr)
         return 2
 
 

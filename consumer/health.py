@@ -17,6 +17,10 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 Readiness = Callable[[], tuple[bool, str]]
 
 
+class MetricsPortError(RuntimeError):
+    """The metrics and health endpoints cannot be served on the configured address."""
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         """Scrapes every few seconds would flood the log."""
@@ -42,8 +46,13 @@ class HealthServer:
                 return metrics_app(environ, start_response)
             return _text(start_response, "404 Not Found", "try /metrics, /healthz or /readyz\n")
 
-        self._server = make_server(host, port, app, server_class=_ThreadingServer,
-                                   handler_class=_QuietHandler)
+        try:
+            self._server = make_server(host, port, app, server_class=_ThreadingServer,
+                                       handler_class=_QuietHandler)
+        except OSError as exc:  # in use (often a second instance on the host), not permitted
+            raise MetricsPortError(
+                f"cannot serve /metrics, /healthz and /readyz on {host}:{port}: {exc.strerror or exc} "
+                "(choose another --metrics-port, or 0 to serve none)") from None
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="pba-http", daemon=True)
 

@@ -189,6 +189,25 @@ def test_bad_configuration_is_refused_with_every_problem_named() -> None:
     assert "topics must all differ" in done.stderr
 
 
+def test_a_metrics_port_in_use_is_refused_with_the_fix_not_a_traceback() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "consumer.cli", "run", "--bootstrap", "127.0.0.1:1",
+             "--mode", "datacenter", "--metrics-port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"cannot serve /metrics, /healthz and /readyz on 0.0.0.0:{port}" in done.stderr
+    assert "choose another --metrics-port" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_restart_re_predicts_uncommitted_events_with_the_same_ids(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
