@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -115,27 +116,26 @@ def replay(
                   time.perf_counter() - started)
 
 
-def write_csv(result: Replay, out: Path, names: Sequence[str]) -> int:
+def write_csv(result: Replay, out: TextIO, names: Sequence[str]) -> int:
     """Write the contract's columns; returns the number of rows written."""
     rows = 0
-    with open(out, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(OUTPUT_COLUMNS)
-        for k, trace in enumerate(result.traces):
-            n = len(trace) - 1
-            if n <= 0:
-                continue
-            sl = slice(result.offsets[k], result.offsets[k] + n)
-            t_next = trace.t_s[1:]
-            actual = trace.values[1:, 0]
-            labels = [_LABELS[j] for j in result.label[sl]]
-            writer.writerows(zip(
-                [names[k]] * n,
-                _fmt(t_next), _fmt(actual), _fmt(result.predicted[sl]), _fmt(result.confidence[sl]),
-                labels,
-                strict=True,
-            ))
-            rows += n
+    writer = csv.writer(out)
+    writer.writerow(OUTPUT_COLUMNS)
+    for k, trace in enumerate(result.traces):
+        n = len(trace) - 1
+        if n <= 0:
+            continue
+        sl = slice(result.offsets[k], result.offsets[k] + n)
+        t_next = trace.t_s[1:]
+        actual = trace.values[1:, 0]
+        labels = [_LABELS[j] for j in result.label[sl]]
+        writer.writerows(zip(
+            [names[k]] * n,
+            _fmt(t_next), _fmt(actual), _fmt(result.predicted[sl]), _fmt(result.confidence[sl]),
+            labels,
+            strict=True,
+        ))
+        rows += n
     return rows
 
 
@@ -162,8 +162,10 @@ def run_backtest(
     def progress(done: int, total: int) -> None:
         print(f"\rbacktest: {done:,}/{total:,} predictions", end="", file=sys.stderr, flush=True)
 
-    result = replay(traces, predictor.pipeline, None if quiet else progress)
-    rows = write_csv(result, out, paths)
+    # opened before the replay, which can take many minutes: an unwritable path fails at once
+    with open(out, "w", newline="") as fh:
+        result = replay(traces, predictor.pipeline, None if quiet else progress)
+        rows = write_csv(result, fh, paths)
     if not quiet:
         samples = sum(len(t) for t in traces)
         print(

@@ -58,3 +58,14 @@ def test_backtest_rejects_a_malformed_trace(tmp_path: Path, tiny_models: Path) -
     bad.write_text("time,bw\n0,1\n")
     done = run_cli("--models", str(tiny_models), "--out", str(tmp_path / "o.csv"), str(bad))
     assert done.returncode == 2 and "header must start with" in done.stderr
+
+
+def test_an_unwritable_output_fails_before_the_replay(
+    tmp_path: Path, tiny_models: Path, sample_traces: list[Path]
+) -> None:
+    """The replay of thousands of traces takes many minutes: a typo in --out must not
+    cost them."""
+    out = tmp_path / "missing-directory" / "o.csv"
+    done = run_cli("--models", str(tiny_models), "--out", str(out), str(sample_traces[0]))
+    assert done.returncode == 2 and "missing-directory/o.csv" in done.stderr
+    assert "predictions" not in done.stderr  # no progress line: nothing was replayed
