@@ -135,9 +135,9 @@ async def run_agent(agent: Agent, bootstrap: str, topic: str, once: bool = False
                     stop: asyncio.Event | None = None, security: dict[str, object] | None = None) -> int:
     """Publish one event per interval (the first after one interval of counting)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **(security or {}))
-    await producer.start()
     sent = 0
     try:
+        await producer.start()
         while stop is None or not stop.is_set():
             if stop is None:
                 await asyncio.sleep(agent.interval)

@@ -138,12 +138,12 @@ async def simulate(plan: SimulationPlan, bootstrap: str, topic: str, progress: b
                    stop: asyncio.Event | None = None) -> tuple[int, int]:
     """Publish the plan in real time until done or `stop` is set; returns (sent, of which bad)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", **(security or {}))
-    await producer.start()
     sent = bad = 0
-    start = time.time()
     last_report = 0.0
     pending = []
     try:
+        await producer.start()  # inside the try: a producer that failed to start is stopped too
+        start = time.time()
         for at, key, value, is_bad in events(plan, start):
             if stop is not None and stop.is_set():
                 break

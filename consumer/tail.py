@@ -56,9 +56,9 @@ async def tail(
         auto_offset_reset="earliest" if from_beginning else "latest",
         **(security or {}),
     )
-    await consumer.start()
     shown = 0
     try:
+        await consumer.start()
         if not as_json:
             print(HEADER, file=out, flush=True)
         while stop is None or not stop.is_set():

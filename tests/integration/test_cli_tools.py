@@ -108,6 +108,21 @@ def test_simulate_without_a_broker_address_says_how_to_give_one() -> None:
     assert done.returncode != 0 and "--bootstrap" in done.stderr
 
 
+@pytest.mark.parametrize("tool", [
+    ["simulate", "--links", "2", "--rate", "2", "--duration", "1"],
+    ["tail"],
+    ["agent", "--interface", "lo", "--once"],
+])
+def test_tools_facing_no_broker_exit_2_with_the_reason_and_nothing_left_open(tool: list[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    done = pba(tool[0], "--bootstrap", f"127.0.0.1:{closed_port}", *tool[1:])
+    assert done.returncode == 2, done.stderr
+    assert f"pba {tool[0]}: " in done.stderr and "KafkaConnectionError" in done.stderr
+    assert "Unclosed" not in done.stderr and "Traceback" not in done.stderr
+
+
 def fake_prediction(i: int, link: str) -> bytes:
     return orjson.dumps({
         "prediction_id": f"{i:032x}", "link_id": link, "ts": time.time() - 2, "horizon_s": 1.0,
