@@ -140,9 +140,9 @@ def service_process(bootstrap: str, topics: Topics, *extra: str,
     cmd = [sys.executable, "-m", "consumer.cli", "run", "--bootstrap", bootstrap,
            "--input-topic", topics.input, "--output-topic", topics.output, "--dlq-topic", topics.dlq,
            "--group-id", topics.group, "--metrics-port", "0", *extra]
-    with tempfile.TemporaryFile() as log:
+    with tempfile.NamedTemporaryFile(prefix="pba-run-", suffix=".log") as log:
         proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stderr=log)
-        _STDERR[proc.pid] = log
+        _STDERR[proc.pid] = Path(log.name)
         try:
             yield proc
         finally:
@@ -152,17 +152,17 @@ def service_process(bootstrap: str, topics: Topics, *extra: str,
             del _STDERR[proc.pid]
 
 
-_STDERR: dict[int, Any] = {}  # pid -> the file a service_process writes its stderr to
+_STDERR: dict[int, Path] = {}  # pid -> the file a service_process writes its stderr to
 
 
 def service_stderr(proc: subprocess.Popen[Any], last: int | None = None) -> str:
     """What a service_process wrote to stderr so far, or its `last` characters ("" for
-    other processes)."""
+    other processes). Read through a file object of its own: seeking the one the
+    process writes through would move where its next line goes."""
     log = _STDERR.get(proc.pid)
     if log is None:
         return ""
-    log.seek(0)
-    return log.read().decode(errors="replace")[-(last or 0):]
+    return log.read_bytes().decode(errors="replace")[-(last or 0):]
 
 
 def repo_root() -> Path:
