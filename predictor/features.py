@@ -95,12 +95,18 @@ def _masked(values: npt.NDArray[np.floating], planes: FloatArray, feature: int) 
 def _gap_log(dt: FloatArray) -> FloatArray:
     """log(dt / typical dt): 0 on a regular step, positive across a gap in the series."""
     valid = np.where(dt > 0, dt, np.nan)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no step known yet
-        typical = np.median(valid, axis=1, keepdims=True)  # NaN where a step is unknown ...
-        unknown = np.flatnonzero(np.isnan(typical[:, 0]))
-        if unknown.size:  # ... and only those rows need the (much slower) nanmedian
-            typical[unknown] = np.nanmedian(valid[unknown], axis=1, keepdims=True)
+    # a window sampled at one steady interval (the usual case) has that interval as its
+    # median: min == max finds those rows for a fraction of a median's cost
+    typical = valid.min(axis=1, keepdims=True)  # NaN where a step is unknown
+    uneven = np.flatnonzero(typical[:, 0] != valid.max(axis=1))
+    if uneven.size:
+        typical[uneven] = np.median(valid[uneven], axis=1, keepdims=True)
+        unknown = uneven[np.isnan(typical[uneven, 0])]
+        if unknown.size:  # only those rows need the (much slower) nanmedian
+            with warnings.catch_warnings():  # all-NaN rows: no step known yet
+                warnings.simplefilter("ignore", RuntimeWarning)
+                typical[unknown] = np.nanmedian(valid[unknown], axis=1, keepdims=True)
+    with np.errstate(all="ignore"):  # NaN / inf rows are replaced just below
         ratio = valid / typical
     gap = np.log(np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0))
     return np.clip(gap, 0.0, 5.0).astype(np.float32)

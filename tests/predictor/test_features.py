@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -71,6 +73,34 @@ def test_gap_shows_in_the_gap_feature(rng: np.random.Generator) -> None:
     gap = build_features(raw, 30)[0][0, :, col("gap_log")]
     assert gap[20] == pytest.approx(np.log(30.0), rel=1e-5)
     assert (np.delete(gap, 20) == 0).all()
+
+
+@pytest.mark.parametrize("pattern", ["steady", "jittered", "gaps", "warming up", "unknown"])
+def test_the_gap_feature_is_the_log_of_each_step_over_the_window_median_step(
+    rng: np.random.Generator, pattern: str
+) -> None:
+    """Whatever path computes the typical step (steady windows skip the median), the
+    feature is log(step / median of the known steps), clipped to 0..5, 0 where unknown."""
+    raw = raw_window(rng, n=64, steps=30)
+    dt = raw[:, :, DT]
+    dt[:] = 1.0
+    if pattern == "jittered":
+        dt += rng.normal(0.0, 0.02, dt.shape).astype(np.float32)
+    elif pattern == "gaps":
+        dt[rng.random(dt.shape) < 0.1] = rng.choice([3.0, 30.0, 0.0])
+    elif pattern == "warming up":
+        dt[:, :12] = np.nan
+    elif pattern == "unknown":
+        dt[::2] = np.nan
+    gap = build_features(raw, 30)[0][:, :, col("gap_log")]
+    valid = np.where(dt > 0, dt, np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.log(valid / np.nanmedian(valid, axis=1, keepdims=True))
+    expected = np.clip(np.where(np.isfinite(expected), expected, 0.0), 0.0, 5.0)
+    np.testing.assert_allclose(gap, expected, rtol=1e-6, atol=1e-7)
+    if pattern == "steady":
+        assert (gap == 0).all()
 
 
 def test_an_all_zero_window_stays_finite() -> None:
