@@ -11,7 +11,6 @@ PR_SET_PDEATHSIG, so even a SIGKILLed parent leaves no broker behind.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
 import importlib.resources
@@ -246,15 +245,15 @@ def run_foreground(port: int | None = None, host: str = "127.0.0.1") -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
+    try:  # a stop may come at any point, during start-up too: all of it is covered
         broker.start()
         print(f"embedded Kafka broker (Tansu, in memory) ready: bootstrap {broker.bootstrap}")
         print("press Ctrl-C to stop; everything it holds is lost when it stops", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            while broker.running():
-                time.sleep(0.5)
-            print("embedded broker exited on its own", file=sys.stderr)
-            return 1
+        while broker.running():
+            time.sleep(0.5)
+        print("embedded broker exited on its own", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
         return 0
     finally:
         broker.stop()

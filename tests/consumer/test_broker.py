@@ -83,3 +83,26 @@ def test_broker_dies_with_a_sigkilled_parent() -> None:
     while _pid_alive(broker_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _pid_alive(broker_pid), "orphan broker left behind"
+
+
+def test_pba_broker_stopped_while_it_starts_stops_the_broker_and_returns_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM can come before the broker is ready (a supervisor giving up, a quick
+    Ctrl-C): the broker is stopped and the command still ends cleanly. Seen in CI as a
+    traceback and exit by SIGINT when the signal came just before the wait loop."""
+    import consumer.broker as module
+
+    stopped: list[bool] = []
+
+    def start(self: EmbeddedBroker) -> EmbeddedBroker:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by run_foreground's own handler
+        time.sleep(5)
+        raise AssertionError("the SIGTERM handler did not interrupt the start")
+
+    monkeypatch.setattr(module.EmbeddedBroker, "start", start)
+    monkeypatch.setattr(module.EmbeddedBroker, "stop", lambda self: stopped.append(True))
+    before = signal.getsignal(signal.SIGTERM)
+    assert module.run_foreground(port=free_port()) == 0
+    assert stopped == [True]
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
