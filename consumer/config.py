@@ -26,6 +26,8 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 PRECISIONS = ("float", "int8")
 LOG_FORMATS = ("text", "json")
+#: Kafka's record batch codecs; the consumer reads all of them whatever this is set to
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 ENV_NAMES = {"bootstrap": "PBA_KAFKA_BOOTSTRAP"}
 SECRET_FIELDS = frozenset({"sasl_password"})
 
@@ -78,6 +80,9 @@ class ServiceConfig:
     horizon_s: float = field(default=1.0, metadata=_help("prediction horizon and validity, seconds"))
     flags_file: Path | None = field(default=None, metadata=_help(
         "feature-flag TOML file, reloaded when it changes (rollout, kill switch, shadow, mode)"))
+    compression: str = field(default="none", metadata=_help(
+        "codec for the batches this service publishes (predictions, dead letters): worth it "
+        "when the network to the brokers is the limit, costs CPU otherwise", choices=COMPRESSIONS))
     idempotent: bool = field(default=False, metadata=_help(
         "idempotent producer (needs broker support; the embedded broker has none)"))
     security_protocol: str = field(default="PLAINTEXT", metadata=_help(
@@ -240,6 +245,8 @@ def validate(config: ServiceConfig) -> list[str]:
     check(config.sasl_mechanism in SASL_MECHANISMS,
           f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}")
     check(config.log_format in LOG_FORMATS, "log_format must be text or json")
+    check(config.compression in COMPRESSIONS,
+          f"compression must be one of {', '.join(COMPRESSIONS)}, got {config.compression!r}")
     check(config.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
           f"log_level must be DEBUG, INFO, WARNING or ERROR, got {config.log_level!r}")
     check(0 <= config.metrics_port <= 65535, f"metrics_port must be 0..65535, got {config.metrics_port}")

@@ -155,6 +155,7 @@ class Service:
             acks="all",
             linger_ms=PRODUCER_LINGER_MS,
             max_batch_size=PRODUCER_BATCH_BYTES,
+            compression_type=None if c.compression == "none" else c.compression,
             enable_idempotence=c.idempotent,
             **security,
         )

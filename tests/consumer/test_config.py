@@ -57,6 +57,12 @@ def test_semantic_checks_name_the_fix(tmp_path: Path) -> None:
     assert "ssl_cafile" in text and "does not exist" in text
 
 
+def test_an_unknown_codec_is_refused_with_the_ones_kafka_has() -> None:
+    assert load_config(parse("--compression", "zstd"), environ={}).compression == "zstd"
+    with pytest.raises(ConfigError, match="compression must be one of none, gzip, snappy, lz4, zstd"):
+        load_config(parse(), environ={"PBA_COMPRESSION": "br"})
+
+
 def test_a_bad_flags_file_stops_start_up_with_the_reason(tmp_path: Path) -> None:
     flags = tmp_path / "flags.toml"
     flags.write_text('rollout_percent = "half"\n')

@@ -9,11 +9,13 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
+import aiokafka.consumer.fetcher
 import jsonschema
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
+from aiokafka.record.memory_records import MemoryRecords
 from kafka_support import (
     Topics,
     event,
@@ -97,6 +99,50 @@ async def test_predictions_the_producer_refuses_are_sent_again_and_the_service_k
     assert refusals == 0
     assert sorted((p["link_id"], p["ts"]) for p in predictions(out)) == sorted(
         (p["link_id"], p["ts"]) for p in map(orjson.loads, (value for _, value in good)))
+
+
+#: Kafka's codec numbers in a record batch's attributes
+CODECS = {"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+async def test_compressed_input_is_predicted_and_outputs_are_compressed_when_asked(
+    kafka_bootstrap: str, topics: Topics, codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Producers often compress (librdkafka and Java clients offer all four codecs): a
+    batch the consumer cannot decompress would stall its partition for good."""
+    good = link_events(3, 65)
+    await produce(kafka_bootstrap, topics.input, good + BAD[:1], compression_type=codec)
+    async with running_service(service_config(kafka_bootstrap, topics, compression=codec)):
+        await read(kafka_bootstrap, topics.dlq, 1, settle=0)
+        await read(kafka_bootstrap, topics.output, len(good), settle=0)
+
+    seen: list[int] = []
+
+    def spy(data: bytes) -> Any:  # what the reading consumer's fetcher unpacks
+        records = MemoryRecords(data)
+        next_batch = records.next_batch
+
+        class Recording:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(records, name)
+
+            def next_batch(self) -> Any:
+                batch = next_batch()
+                if batch is not None:
+                    seen.append(batch.compression_type)
+                return batch
+
+        return Recording()
+
+    monkeypatch.setattr(aiokafka.consumer.fetcher, "MemoryRecords", spy)
+    out = await read(kafka_bootstrap, topics.output, len(good))
+    dead = await read(kafka_bootstrap, topics.dlq, 1)
+    assert sorted((p["link_id"], p["ts"]) for p in predictions(out)) == sorted(
+        (orjson.loads(v)["link_id"], orjson.loads(v)["ts"]) for _, v in good)
+    assert [p["source"] for p in predictions(out)].count("model") == 3 * (65 - 59)
+    assert [r.value for r in dead] == [BAD[0][1]]
+    assert seen and set(seen) == {CODECS[codec]}
 
 
 async def test_late_and_duplicate_events_are_counted_not_predicted(
