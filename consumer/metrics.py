@@ -81,6 +81,10 @@ class Metrics:
             "pba_events_consumed_total", "Input messages read from Kafka", registry=r)
         self.events_invalid = Counter(
             "pba_events_invalid_total", "Input messages dead-lettered, by reason", ["reason"], registry=r)
+        self.dead_letters_shortened = Counter(
+            "pba_dead_letters_shortened_total",
+            "Dead letters published without their original value: the dead-letter topic refused the size",
+            registry=r)
         self.events_late = Counter(
             "pba_events_late_total", "Valid events not newer than their link's newest (not predicted)",
             registry=r)

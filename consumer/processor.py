@@ -367,6 +367,36 @@ class Processor:
         )
 
 
+#: a dead letter's own headers; the input record's other headers follow them
+OMITTED_HEADER = "pba.error.omitted"
+#: a refused dead letter keeps its key up to this size
+KEPT_KEY_BYTES = 1024
+
+
+def shorten_dead_letter(messages: Outgoing, row: int, why: str) -> bool:
+    """Drop the original value (and the record's own headers, and a key over
+    KEPT_KEY_BYTES) from a dead letter that the dead-letter topic refuses for its size,
+    saying what was dropped: its pba.source.* headers still name where the original is.
+    False when it was shortened already (nothing more to drop)."""
+    assert messages.headers is not None, "only dead letters carry headers"
+    headers = messages.headers[row]
+    if any(name == OMITTED_HEADER for name, _ in headers):
+        return False
+    dropped = [f"the value ({len(messages.values[row])} bytes)"]
+    key = messages.keys[row]
+    if key is not None and len(key) > KEPT_KEY_BYTES:
+        dropped.append(f"the key ({len(key)} bytes)")
+        messages.keys[row] = None
+    own = [(name, value) for name, value in headers if name.startswith("pba.")]
+    if len(own) < len(headers):
+        dropped.append("the record's headers")
+    messages.values[row] = b""
+    messages.headers[row] = [*own, (OMITTED_HEADER, (
+        f"{', '.join(dropped)}: {why}; the original is at pba.source.topic / partition / offset"
+    ).encode()[:500])]
+    return True
+
+
 def _without_frames(error: EventError) -> EventError:
     """The error without its traceback and context. Kept in a list that the catching
     frame holds, they make a reference cycle (traceback -> frame -> list -> error) that

@@ -28,14 +28,14 @@ from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from consumer.config import ServiceConfig
 from consumer.flags import FlagsFile
 from consumer.health import HealthServer
 from consumer.metrics import Metrics
-from consumer.processor import BatchOutput, Outgoing, Processor
+from consumer.processor import BatchOutput, Outgoing, Processor, shorten_dead_letter
 from consumer.topics import ensure_topics
 from predictor.engine import Engine
 from predictor.manifest import DEFAULT_MODELS_DIR, MANIFEST_NAME, ManifestError
@@ -55,6 +55,8 @@ FETCH_MAX_WAIT_MS = 20
 PRODUCER_LINGER_MS = 2
 BROKER_PROBE_TIMEOUT_S = 2.0
 REBUILD_TIMEOUT_S = 30.0
+#: refusals that sending the same message again cannot overcome
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 #: allocations between young-generation collections (CPython's default is 700)
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -350,17 +352,44 @@ class Service:
 
     async def _resend(self, batch: _InFlight, failed: list[int]) -> None:
         """Publishing failed after the producer's own retries: try again, with backoff,
-        without committing. Nothing is skipped; a stuck broker stalls the service instead."""
-        delay = SEND_RETRY_BACKOFF_S[min(batch.attempts, len(SEND_RETRY_BACKOFF_S) - 1)]
-        batch.attempts += 1
-        error = batch.done.result()[failed[0]] if batch.done else None
-        count = sum(len(batch.chunks[i].rows) for i in failed)
-        log.warning("%d messages not acknowledged (%s); resending in %.1f s", count, error, delay)
-        self._broker_ok = False
-        await asyncio.sleep(delay)
+        without committing. Nothing is skipped; a stuck broker stalls the service instead.
+        A dead letter refused for its size goes again at once, shortened."""
+        assert batch.done is not None
+        errors = batch.done.result()
+        waiting = [i for i in failed
+                   if not (isinstance(errors[i], TOO_LARGE) and self._shorten(batch.chunks[i], errors[i]))]
+        if waiting:
+            delay = SEND_RETRY_BACKOFF_S[min(batch.attempts, len(SEND_RETRY_BACKOFF_S) - 1)]
+            batch.attempts += 1
+            count = sum(len(batch.chunks[i].rows) for i in waiting)
+            log.warning("%d messages not acknowledged (%s); resending in %.1f s",
+                        count, errors[waiting[0]], delay)
+            self._broker_ok = False
+            await asyncio.sleep(delay)
         for i in failed:
             batch.futures[i] = await self._send(batch.chunks[i])
         self._watch(batch)
+
+    def _shorten(self, chunk: _Chunk, error: BaseException) -> bool:
+        """A message refused for its size is refused again on every retry, and the offsets
+        behind it would never be committed. Only a dead letter can be that large (an input
+        message bigger than the dead-letter topic takes): it goes out without the
+        original's bytes, which stay readable at the source offset its headers name."""
+        m = chunk.messages
+        if m.headers is None:
+            return False
+        shortened = False
+        for row in chunk.rows:
+            size = len(m.values[row])
+            if shorten_dead_letter(m, row, f"{m.topic} refused the size ({error})"):
+                shortened = True
+                self.metrics.dead_letters_shortened.inc()
+                source = {name: value.decode() for name, value in m.headers[row]
+                          if name.startswith("pba.source.")}
+                log.error("dead letter of %d bytes from %s[%s] offset %s refused by %s for its size; "
+                          "published without its value", size, source.get("pba.source.topic"),
+                          source.get("pba.source.partition"), source.get("pba.source.offset"), m.topic)
+        return shortened
 
     def _observe_latency(self, batch: _InFlight) -> None:
         acked_ms = (batch.acked_at or time.time()) * 1000.0

@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from consumer.config import ServiceConfig
 from consumer.flags import Flags
 from consumer.metrics import Metrics
-from consumer.processor import Message, Processor
+from consumer.processor import KEPT_KEY_BYTES, OMITTED_HEADER, Message, Processor, shorten_dead_letter
 from predictor.engine import Engine
 from predictor.pipeline import Pipeline
 from predictor.runtime import load_models
@@ -101,6 +101,33 @@ def test_bad_records_become_dead_letters_and_offsets_still_advance(processor: Pr
     assert len(dead) == 1 and dead[0].value == b"{oops" and dead[0].key == b"x"
     assert dict(dead[0].headers or [])["pba.error.reason"] == b"invalid_json"
     assert list(out.offsets.values()) == [2]
+
+
+def test_a_refused_dead_letter_keeps_its_reason_and_source_and_says_what_it_dropped(
+    processor: Processor,
+) -> None:
+    big_key = b"k" * (KEPT_KEY_BYTES + 1)
+    bad = ConsumerRecord("in", 3, 7, 0, 0, big_key, b"x" * 5000, None, 0, 5000, [("trace", b"1")])
+    (letters,) = processor.process([bad]).messages
+
+    assert shorten_dead_letter(letters, 0, "too big for the topic")
+    headers = dict(letters.headers[0]) if letters.headers else {}
+    assert letters.values[0] == b"" and letters.keys[0] is None
+    assert "trace" not in headers
+    assert headers["pba.error.reason"] == b"invalid_json"
+    assert (headers["pba.source.partition"], headers["pba.source.offset"]) == (b"3", b"7")
+    assert headers[OMITTED_HEADER].decode() == (
+        f"the value (5000 bytes), the key ({len(big_key)} bytes), the record's headers: "
+        "too big for the topic; the original is at pba.source.topic / partition / offset")
+    assert not shorten_dead_letter(letters, 0, "refused again")  # nothing more to drop
+
+
+def test_a_refused_dead_letter_keeps_a_short_key(processor: Processor) -> None:
+    (letters,) = processor.process([record(1, b"x" * 5000, key=b"link-1")]).messages
+    assert shorten_dead_letter(letters, 0, "too big")
+    assert letters.keys[0] == b"link-1" and letters.values[0] == b""
+    headers = dict(letters.headers[0] if letters.headers else [])
+    assert headers[OMITTED_HEADER].startswith(b"the value (5000 bytes): ")
 
 
 def test_a_batch_with_dead_letters_is_freed_without_the_cycle_collector(processor: Processor) -> None:

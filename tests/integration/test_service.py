@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaTimeoutError
 from aiokafka.record.memory_records import MemoryRecords
 from kafka_support import (
     Topics,
+    committed_total,
     event,
     link_events,
     predictions,
@@ -143,6 +144,34 @@ async def test_compressed_input_is_predicted_and_outputs_are_compressed_when_ask
     assert [p["source"] for p in predictions(out)].count("model") == 3 * (65 - 59)
     assert [r.value for r in dead] == [BAD[0][1]]
     assert seen and set(seen) == {CODECS[codec]}
+
+
+async def test_a_dead_letter_too_large_for_its_topic_goes_without_its_value_and_commits_go_on(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """An input message bigger than the producer (or the dead-letter topic) takes: sent as
+    it is, it would be refused on every retry and no offset behind it committed again."""
+    good = link_events(3, 10)
+    huge = orjson.dumps({"link_id": "huge", "ts": 1, "bandwidth_mbps": 1, "pad": "x" * 1_500_000})
+    await produce(kafka_bootstrap, topics.input, [*good[:15], (b"huge", huge), *good[15:]],
+                  max_request_size=4 << 20)
+    async with running_service(service_config(kafka_bootstrap, topics)) as service:
+        out = await read(kafka_bootstrap, topics.output, len(good), settle=0)
+        (dead,) = await read(kafka_bootstrap, topics.dlq, 1)
+        deadline = time.monotonic() + 20
+        while await committed_total(kafka_bootstrap, topics.input, topics.group) < len(good) + 1:
+            assert time.monotonic() < deadline, "commits stopped at the refused dead letter"
+            await asyncio.sleep(0.2)
+        shortened = service.metrics.dead_letters_shortened._value.get()
+
+    assert len(predictions(out)) == len(good)
+    headers = dict(dead.headers)
+    assert dead.key == b"huge" and dead.value == b""
+    assert headers["pba.error.reason"] == b"too_large"
+    omitted = headers["pba.error.omitted"].decode()
+    assert omitted.startswith(f"the value ({len(huge)} bytes): {topics.dlq} refused the size")
+    assert headers["pba.source.topic"] == topics.input.encode() and int(headers["pba.source.offset"]) >= 0
+    assert shortened == 1
 
 
 async def test_late_and_duplicate_events_are_counted_not_predicted(

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from consumer.config import ServiceConfig
 from consumer.service import Service
@@ -79,6 +79,19 @@ async def read(bootstrap: str, topic: str, count: int, timeout: float = 60.0,
     finally:
         await consumer.stop()
     return records
+
+
+async def committed_total(bootstrap: str, topic: str, group: str) -> int:
+    """The group's committed offsets on every partition of the topic, summed: with one
+    message per offset from 0, the number of messages it has finished with."""
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await probe.start()
+    try:
+        await probe.topics()  # metadata of every topic, so its partitions are known
+        partitions = sorted(probe.partitions_for_topic(topic) or ())
+        return sum([await probe.committed(TopicPartition(topic, p)) or 0 for p in partitions])
+    finally:
+        await probe.stop()
 
 
 async def read_covering(bootstrap: str, topic: str, events: set[tuple[str, float]],
