@@ -190,8 +190,8 @@ class Service:
                 continue
             self._consumer, self._producer, self._history = consumer, producer, history
             c = self.config
-            await ensure_topics(self.bootstrap or "", (c.input_topic, c.output_topic, c.dlq_topic),
-                                security=c.kafka_security())
+            topics = (c.input_topic, c.output_topic, c.dlq_topic, *filter(None, [c.shadow_topic]))
+            await ensure_topics(self.bootstrap or "", topics, security=c.kafka_security())
             await self._update_output_partitions()
             consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
             self._broker_ok = True

@@ -92,3 +92,24 @@ def test_pba_broker_command_serves_a_plain_client_and_stops_on_sigterm(unique_na
     while answers_metadata("127.0.0.1", port) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not answers_metadata("127.0.0.1", port), "broker outlived `pba broker`"
+
+
+async def test_missing_topics_are_created_with_the_replicas_the_cluster_can_hold(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    from consumer.topics import ensure_topics
+
+    names = [f"{kind}-{unique_name}" for kind in ("in", "out", "in")]
+    await ensure_topics(kafka_bootstrap, names, partitions=3)
+    await ensure_topics(kafka_bootstrap, names, partitions=3)  # existing: left as they are
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        described = {t["topic"]: t for t in await admin.describe_topics(names[:2])}
+    finally:
+        await admin.close()
+    assert set(described) == set(names)
+    for topic in described.values():
+        assert len(topic["partitions"]) == 3
+        assert {len(p["replicas"]) for p in topic["partitions"]} == {min(3, brokers)}
