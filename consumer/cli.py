@@ -206,9 +206,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"pba bench: unknown part(s) {', '.join(unknown) or '(none given)'} in --parts; "
               f"choose from {','.join(PARTS)}", file=sys.stderr)
         return 2
+    if args.latency_rate is not None and (args.latency_rate <= 0 or "latency" not in parts):
+        print("pba bench: --latency-rate takes events per second > 0, for the latency part",
+              file=sys.stderr)
+        return 2
     result = run_bench(args.mode, links=args.links, events=args.events, precision=args.precision,
                        threads=args.threads, memory_links=args.memory_links, parts=parts,
-                       log=lambda msg: print(f"pba bench: {msg}", file=sys.stderr, flush=True))
+                       log=lambda msg: print(f"pba bench: {msg}", file=sys.stderr, flush=True),
+                       latency_rate=args.latency_rate)
     print(json.dumps(result, indent=2, default=str) if args.json else render(result))
     return 0
 
@@ -304,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="parts to run besides the ceiling, comma-separated, of naive, ingest, "
                        "memory, end_to_end, latency (default: all; latency also runs end_to_end "
                        "for its rate, and Kafka alone at that rate as its floor)")
+    bench.add_argument("--latency-rate", type=float, default=None, metavar="EVENTS_PER_S",
+                       help="measure latency (and Kafka alone) at this rate instead of half the "
+                            "end-to-end rate, e.g. to compare settings at one load")
     bench.add_argument("--json", action="store_true", help="JSON summary instead of a table")
     bench.set_defaults(handler=_cmd_bench)
 

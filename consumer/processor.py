@@ -367,7 +367,7 @@ class Processor:
         )
 
 
-#: a dead letter's own headers; the input record's other headers follow them
+#: the header of a shortened dead letter that says what it left out
 OMITTED_HEADER = "pba.error.omitted"
 #: a refused dead letter keeps its key up to this size
 KEPT_KEY_BYTES = 1024

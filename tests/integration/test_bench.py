@@ -32,3 +32,25 @@ def test_bench_reports_every_part_with_ratios() -> None:
     assert 0 <= floor["p50_ms"] <= floor["p95_ms"] <= floor["p99_ms"]
     assert result["ingest_events_per_s"] > 0 and result["memory_bytes_per_link"] > 0
     assert result["ratios"]["end_to_end_over_ceiling"] > 0 and result["ratios"]["naive_over_ceiling"] > 0
+
+
+def test_latency_at_a_fixed_rate_runs_without_the_end_to_end_part() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "bench", "--mode", "datacenter", "--links", "20",
+         "--parts", "latency", "--latency-rate", "150", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert "end_to_end" not in result
+    lat, floor = result["latency"], result["latency_floor"]
+    assert lat["rate"] == floor["rate"] == 150 and lat["rate_from"] == "--latency-rate"
+    assert lat["measured"] == lat["events"] > 0 and floor["measured"] == floor["events"] > 0
+
+
+def test_a_latency_rate_without_the_latency_part_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "bench", "--parts", "ingest", "--latency-rate", "100"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and "--latency-rate takes events per second > 0" in done.stderr
