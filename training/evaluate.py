@@ -108,6 +108,15 @@ def hit_rate_gap_interval(ev: Evaluation, baseline: str, block: int = 50, draws:
     return float(low), float(high)
 
 
+def _variant_row(source: str, ev: Evaluation, other: Evaluation) -> str:
+    """One source's hit rate under the other model variant, against this one and the last value."""
+    low, high = hit_rate_gap_interval(other, "last_value")
+    last = other.baselines["last_value"].hit20
+    return (f"| {source} | {other.model.n} | {100 * ev.model.hit20:.1f} | {100 * other.model.hit20:.1f} | "
+            f"{100 * (other.model.hit20 - ev.model.hit20):+.1f} | {100 * (other.model.hit20 - last):+.1f} | "
+            f"{100 * low:+.1f} to {100 * high:+.1f} |")
+
+
 def _fmt(s: Scores) -> str:
     return f"{100 * s.hit20:.1f} | {100 * s.hit10:.1f} | {s.mae:.4g} | {100 * s.wmape:.1f}"
 
@@ -150,13 +159,15 @@ def int8_comparison(models_dir: Path, traces: Sequence[Trace]) -> list[str]:
     return lines
 
 
-def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable[[str], None]) -> None:
+def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable[[str], None],
+               precision: str = "float") -> None:
     infos, read = load_traces(traces_location)
     roles = split_traces(infos)
     test: dict[str, list[Trace]] = {}
     for segment in roles["test"]:
         test.setdefault(segment.info.source, []).append(cut(read(segment.info), segment))
     manifest = load_manifest(models_dir)
+    settings = SessionSettings(precision=precision)
     lines = [
         "# Model card",
         "",
@@ -165,6 +176,7 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
         "against sample i+1, through the service's own pipeline (`training.backtest.replay`);",
         "warm-up rows count too (the fallback serves them). Baselines are scored on the same",
         "rows. Hit = |predicted - actual| < 20 % (10 %) of actual; WMAPE = sum |error| / sum actual.",
+        f"Models served in their {precision} variant (`pba run --precision {precision}`).",
         "",
         "## Models",
         "",
@@ -183,9 +195,15 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     all_conf, all_pred, all_act = [], [], []
     deltas = []
+    other = "int8" if precision == "float" else "float"
+    compare = all(other in spec.variants for spec in manifest.models.values())
+    other_rows = []
     for source in sorted(test):
         log(f"evaluating {source} ({len(test[source])} traces)")
-        ev = evaluate(test[source], BandwidthPredictor.load(models_dir, mode="auto"))
+        ev = evaluate(test[source], BandwidthPredictor.load(models_dir, mode="auto", settings=settings))
+        if compare:
+            other_rows.append(_variant_row(source, ev, evaluate(test[source], BandwidthPredictor.load(
+                models_dir, mode="auto", settings=SessionSettings(precision=other)))))
         best_name = max(ev.baselines, key=lambda k: ev.baselines[k].hit20)
         best = ev.baselines[best_name]
         delta = 100 * (ev.model.hit20 - best.hit20)
@@ -214,7 +232,7 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
         for regime in ("datacenter", "internet"):
             series = synthetic_set(generator, regime, 40, 2000, seed=7)
             for mode in (regime, "auto"):
-                ev = evaluate(series, BandwidthPredictor.load(models_dir, mode=mode))
+                ev = evaluate(series, BandwidthPredictor.load(models_dir, mode=mode, settings=settings))
                 lines.append(f"| {generator} | {regime} | {mode} | {_fmt(ev.model)} | "
                              + " | ".join(f"{100 * ev.baselines[b].hit20:.1f}" for b in REPORTED_BASELINES)
                              + " |")
@@ -243,8 +261,14 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
                      f"{100 * (rate - mean):+.1f} |")
     lines += [""]
 
-    lines += ["## int8 against float", "",
-              "Accuracy on every 5th test window; speed as ONNX Runtime predictions/s at batch 64 "
+    lines += ["## int8 against float", ""]
+    if compare:
+        lines += [f"Walk-forward on the test groups as above, the same rows served by the {precision} "
+                  f"and the {other} variant (`--mode auto`):", "",
+                  f"| source | rows | {precision} hit20 | {other} hit20 | {other} - {precision} (points) | "
+                  f"{other} - last value (points) | 95 % interval |",
+                  "|---|---|---|---|---|---|---|", *other_rows, ""]
+    lines += ["Accuracy on every 5th test window; speed as ONNX Runtime predictions/s at batch 64 "
               "on this machine's CPU, same threads, one run.", ""]
     lines += int8_comparison(models_dir, [t for ts in test.values() for t in ts])
     lines += [""]
@@ -259,8 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--traces", type=Path, default=Path("../shared/traces"))
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR)
     parser.add_argument("--out", type=Path, default=Path("docs/MODEL_CARD.md"))
+    parser.add_argument("--precision", choices=("float", "int8"), default="float",
+                        help="model variant the pipeline serves with")
     args = parser.parse_args(argv)
-    model_card(args.traces, args.models, args.out, lambda msg: print(msg, flush=True))
+    model_card(args.traces, args.models, args.out, lambda msg: print(msg, flush=True), args.precision)
     return 0
 
 
