@@ -73,6 +73,10 @@ class ServiceConfig:
     max_in_flight: int = field(default=4, metadata=_help(
         "batches published but not yet acknowledged before fetching pauses"))
     max_event_bytes: int = field(default=16384, metadata=_help("larger messages are dead-lettered"))
+    max_future_s: float = field(default=3600.0, metadata=_help(
+        "dead-letter events stamped more than this many seconds ahead of this host's clock: "
+        "a link would otherwise ignore every real event until its clock catches up "
+        "(Kafka's own default limit; 0: no limit)"))
     rebuild_seconds: float = field(default=120.0, metadata=_help(
         "on partition assignment, replay this much recent input history to rebuild windows"))
     rebuild_max_records: int = field(default=200_000, metadata=_help(
@@ -265,6 +269,7 @@ def validate(config: ServiceConfig) -> list[str]:
     check(config.rebuild_seconds >= 0 and config.rebuild_max_records >= 0,
           "rebuild_seconds and rebuild_max_records must be >= 0")
     check(config.shutdown_timeout_s > 0, "shutdown_timeout_s must be > 0")
+    check(config.max_future_s >= 0, "max_future_s must be >= 0 (0: no limit)")
     check(1 <= config.session_timeout_s <= 3600, "session_timeout_s must be 1..3600 seconds")
     check(config.inference_threads >= 0, "inference_threads must be >= 0 (0: all cores)")
     if config.bootstrap is not None:

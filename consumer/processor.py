@@ -29,6 +29,7 @@ from predictor.modes import MODE_NAMES
 from predictor.pipeline import Captured, Pipeline, Round
 from predictor.window import MEASURED_CHANNELS
 from schemas import EventError, MetricEvent, decode_event
+from schemas.event import BAD_TIMESTAMP
 from schemas.prediction import PredictionColumns, encode_predictions
 
 log = logging.getLogger(__name__)
@@ -106,11 +107,12 @@ class Processor:
         out = BatchOutput()
         events: list[tuple[MetricEvent, ConsumerRecord]] = []
         dead: list[tuple[ConsumerRecord, EventError]] = []
+        latest = self._latest_ts()
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             out.offsets[tp] = max(out.offsets.get(tp, 0), record.offset + 1)
             try:
-                events.append((decode_event(record.value, self.config.max_event_bytes), record))
+                events.append((self._decode(record.value, latest), record))
             except EventError as exc:
                 dead.append((record, _without_frames(exc)))
         if dead:
@@ -127,9 +129,10 @@ class Processor:
         dealt with when first consumed."""
         now = time.monotonic() if now is None else now
         events = []
+        latest = self._latest_ts()
         for record in records:
             try:
-                events.append((decode_event(record.value, self.config.max_event_bytes), record))
+                events.append((self._decode(record.value, latest), record))
             except EventError:
                 continue
         taken = 0
@@ -139,6 +142,22 @@ class Processor:
             self.pipeline.store.column("partition")[slots] = [r.partition for _, r in round_events]
             taken += int(accepted.sum())
         return taken
+
+    def _latest_ts(self) -> float:
+        """The newest event time accepted now: a sample stamped far ahead (an agent's clock
+        off by hours or years) would make its link drop every real sample as late until
+        the clock caught up with it."""
+        limit = self.config.max_future_s
+        return time.time() + limit if limit > 0 else math.inf
+
+    def _decode(self, value: bytes | None, latest_ts: float) -> MetricEvent:
+        event = decode_event(value, self.config.max_event_bytes)
+        if event.ts > latest_ts:
+            ahead = event.ts - (latest_ts - self.config.max_future_s)
+            raise EventError(BAD_TIMESTAMP, f"ts {event.ts:.3f} is {ahead:,.0f} s ahead of this host's "
+                             f"clock, more than max_future_s ({self.config.max_future_s:g} s): check the "
+                             "agent's clock", "ts")
+        return event
 
     def forget_partitions(self, partitions: set[int]) -> int:
         """Drop the windows of links read from partitions this instance no longer owns."""

@@ -49,12 +49,14 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_semantic_checks_name_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(parse("--bootstrap", "kafka", "--batch-max", "0", "--security-protocol", "SASL_SSL",
-                          "--ssl-cafile", str(tmp_path / "missing.pem")), environ={})
+                          "--ssl-cafile", str(tmp_path / "missing.pem"), "--max-future-s", "-1"),
+                    environ={})
     text = str(caught.value)
     assert "bootstrap 'kafka' must look like HOST:PORT" in text
     assert "batch_max must be at least 1" in text
     assert "needs sasl_username and sasl_password" in text
     assert "ssl_cafile" in text and "does not exist" in text
+    assert "max_future_s must be >= 0 (0: no limit)" in text
 
 
 def test_an_unknown_codec_is_refused_with_the_ones_kafka_has() -> None:

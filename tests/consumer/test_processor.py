@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
+import time
 import weakref
 from pathlib import Path
 
@@ -101,6 +103,29 @@ def test_bad_records_become_dead_letters_and_offsets_still_advance(processor: Pr
     assert len(dead) == 1 and dead[0].value == b"{oops" and dead[0].key == b"x"
     assert dict(dead[0].headers or [])["pba.error.reason"] == b"invalid_json"
     assert list(out.offsets.values()) == [2]
+
+
+def test_an_event_stamped_far_ahead_of_the_clock_is_dead_lettered_and_does_not_block_its_link(
+    processor: Processor,
+) -> None:
+    now = time.time()
+    out = processor.process([record(0, event("a", now - 3)), record(1, event("a", now + 7200)),
+                             record(2, event("a", now - 2))])
+    dead = [m for m in out.each() if m.topic == "network.metrics.dlq"]
+    live = [orjson.loads(m.value) for m in out.each() if m.topic == "bandwidth.predictions"]
+    assert [p["ts"] for p in live] == [now - 3, now - 2]  # the next real sample is not "late"
+    (letter,) = dead
+    headers = dict(letter.headers or [])
+    assert headers["pba.error.reason"] == b"bad_timestamp" and headers["pba.error.field"] == b"ts"
+    assert b"s ahead of this host's clock, more than max_future_s (3600 s)" in headers["pba.error.message"]
+    assert processor.replay([record(3, event("b", now + 7200)), record(4, event("b", now - 1))]) == 1
+
+
+def test_without_a_limit_an_event_ahead_of_the_clock_is_taken(tiny_models: Path) -> None:
+    processor = make_processor(tiny_models)
+    processor.config = dataclasses.replace(processor.config, max_future_s=0)
+    out = processor.process([record(0, event("a", time.time() + 7200))])
+    assert [m.topic for m in out.each()] == ["bandwidth.predictions"]
 
 
 def test_a_refused_dead_letter_keeps_its_reason_and_source_and_says_what_it_dropped(
