@@ -85,6 +85,10 @@ class Metrics:
             "pba_dead_letters_shortened_total",
             "Dead letters published without their original value: the dead-letter topic refused the size",
             registry=r)
+        self.events_misrouted = Counter(
+            "pba_events_misrouted_total",
+            "Valid events whose Kafka key is not their link_id (a link's samples may be split "
+            "across partitions)", registry=r)
         self.events_late = Counter(
             "pba_events_late_total", "Valid events not newer than their link's newest (not predicted)",
             registry=r)

@@ -99,6 +99,7 @@ class Processor:
         self.drift = {mode: PageHinkley() for mode in MODE_NAMES}
         self._switches_seen = 0
         self._cap_logged = -math.inf
+        self._misrouted_logged = -math.inf
 
     # -- batches ---------------------------------------------------------------------
 
@@ -117,11 +118,28 @@ class Processor:
                 dead.append((record, _without_frames(exc)))
         if dead:
             out.messages.append(self._dead_letters(dead))
+        self._check_keys(events)
         self.metrics.events_consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
         self._predict(_rounds(events), now, out)
         self._after_batch()
         return out
+
+    def _check_keys(self, events: list[tuple[MetricEvent, ConsumerRecord]]) -> None:
+        """Count (and say, once a minute) events not keyed by their link id. They are
+        predicted, but Kafka places a message by its key: one link's samples can then land
+        in several partitions, read by several instances, each keeping part of its window."""
+        wrong = [(event.link_id, record.key) for event, record in events
+                 if record.key != event.link_id.encode()]
+        if not wrong:
+            return
+        self.metrics.events_misrouted.inc(len(wrong))
+        if time.monotonic() - self._misrouted_logged > 60:
+            self._misrouted_logged = time.monotonic()
+            link, key = wrong[0]
+            log.warning("%d events in a batch are not keyed by their link_id (e.g. link %r with key %r): "
+                        "key each event by its link_id, or a link's window is split across partitions",
+                        len(wrong), link[:64], key[:64] if key is not None else None)
 
     def replay(self, records: Sequence[ConsumerRecord], now: float | None = None) -> int:
         """Feed history into the windows without predicting (window rebuild); returns

@@ -128,6 +128,20 @@ def test_without_a_limit_an_event_ahead_of_the_clock_is_taken(tiny_models: Path)
     assert [m.topic for m in out.each()] == ["bandwidth.predictions"]
 
 
+def test_events_not_keyed_by_their_link_are_predicted_counted_and_named_once_a_minute(
+    processor: Processor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "consumer.processor")
+    first = processor.process([record(0, event("a", 1), key=b"a"), record(1, event("b", 1), key=b"node-7"),
+                               record(2, event("c", 1), key=None)])
+    processor.process([record(3, event("b", 2), key=b"node-7")])
+    assert len(first.each()) == 3
+    assert processor.metrics.events_misrouted._value.get() == 3
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("2 events in a batch are not keyed by their link_id (e.g. link 'b' with key "
+                              "b'node-7'): key each event by its link_id")
+
+
 def test_a_refused_dead_letter_keeps_its_reason_and_source_and_says_what_it_dropped(
     processor: Processor,
 ) -> None:
