@@ -38,8 +38,6 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 
                 [NewTopic(n, num_partitions=partitions, replication_factor=replication) for n in missing]
             )
             report_created(response.to_object()["topic_errors"], partitions, replication)
-    except TopicAlreadyExistsError:
-        pass
     except KafkaError as exc:
         log.warning("could not check or create topics %s (%s); relying on the cluster", list(names), exc)
     finally:
