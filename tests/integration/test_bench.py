@@ -12,12 +12,15 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
+def bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`pba bench ARGS` in its own process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "consumer.cli", "bench", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def test_bench_reports_every_part_with_ratios() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "bench", "--mode", "datacenter", "--links", "20",
-         "--events", "1200", "--memory-links", "20000", "--json"],
-        capture_output=True, text=True, timeout=600,
-    )
+    done = bench("--mode", "datacenter", "--links", "20", "--events", "1200", "--memory-links", "20000",
+                 "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert set(result["ceiling"]) == {"1", "8", "32", "64", "128", "256", "512"}
@@ -35,11 +38,8 @@ def test_bench_reports_every_part_with_ratios() -> None:
 
 
 def test_latency_at_a_fixed_rate_runs_without_the_end_to_end_part() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "bench", "--mode", "datacenter", "--links", "20",
-         "--parts", "latency", "--latency-rate", "150", "--json"],
-        capture_output=True, text=True, timeout=600,
-    )
+    done = bench("--mode", "datacenter", "--links", "20", "--parts", "latency", "--latency-rate", "150",
+                 "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert "end_to_end" not in result
@@ -49,8 +49,5 @@ def test_latency_at_a_fixed_rate_runs_without_the_end_to_end_part() -> None:
 
 
 def test_a_latency_rate_without_the_latency_part_is_refused() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "bench", "--parts", "ingest", "--latency-rate", "100"],
-        capture_output=True, text=True, timeout=60,
-    )
+    done = bench("--parts", "ingest", "--latency-rate", "100", timeout=60)
     assert done.returncode == 2 and "--latency-rate takes events per second > 0" in done.stderr

@@ -8,8 +8,9 @@ import sys
 import time
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from kafka_support import committed_total
 
 from consumer.broker import answers_metadata
 
@@ -62,13 +63,7 @@ async def test_produce_consume_commit_and_resume(kafka_bootstrap: str, topic: st
     rest = await consume(kafka_bootstrap, topic, group, 8)
     assert sorted(first + rest) == sorted(f"m{i}".encode() for i in range(20))
 
-    probe = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
-    await probe.start()
-    try:
-        committed = [await probe.committed(TopicPartition(topic, p)) for p in range(3)]
-    finally:
-        await probe.stop()
-    assert sum(c or 0 for c in committed) == 20
+    assert await committed_total(kafka_bootstrap, topic, group) == 20
 
 
 def test_pba_broker_command_serves_a_plain_client_and_stops_on_sigterm(unique_name: str) -> None:
