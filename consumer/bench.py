@@ -7,9 +7,11 @@ All parts run in one process, one after another, on the same machine and threads
   memory      bytes per tracked link with many links
   end_to_end  events pre-loaded in the embedded broker, `pba run`'s Service consumes them;
               model-sourced predictions per second from the output records' timestamps
-  latency     events produced live at half the end-to-end rate; time from each event's
-              Kafka timestamp to its prediction's record timestamp (p50/p95/p99); and
-              its floor: the same stream echoed through the broker without the service
+  latency     events produced live at half the end-to-end rate (or at given rates: a
+              sweep finds the highest one whose p99 stays inside the mode's budget); time
+              from each event's Kafka timestamp to its prediction's record timestamp
+              (p50/p95/p99); and its floor: the same stream echoed through the broker
+              without the service
 Ratios to the ceiling are what to compare between machines; absolute figures only with
 the machine named.
 """
@@ -48,7 +50,7 @@ from consumer.service import (
 from consumer.topics import ensure_topics
 from predictor.engine import Engine
 from predictor.features import build_features
-from predictor.modes import WINDOW_STEPS, mode_code
+from predictor.modes import BUDGET_S, WINDOW_STEPS, mode_code
 from predictor.pipeline import Pipeline, models_for_mode
 from predictor.runtime import SessionSettings, load_models
 from training.dataset import sliding_windows
@@ -322,9 +324,10 @@ PARTS = ("naive", "ingest", "memory", "end_to_end", "latency")
 def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
               precision: str = "float", threads: int = 0, memory_links: int = 1_000_000,
               parts: tuple[str, ...] = PARTS, log: Any = print,
-              latency_rate: float | None = None) -> dict[str, Any]:
+              latency_rates: tuple[float, ...] = ()) -> dict[str, Any]:
     """Run the chosen parts. Latency runs at half of end_to_end's rate, so it brings that
-    part along, unless latency_rate fixes the rate (to compare settings at one load)."""
+    part along, unless latency_rates fixes the rate (to compare settings at one load) or
+    sweeps several (to find the load up to which p99 stays inside the mode's budget)."""
     settings = SessionSettings(intra_op_threads=threads, precision=precision)
     tune_garbage_collection()  # the parts that run in this process do so as `pba run` would
     result: dict[str, Any] = {"mode": mode, "precision": precision, "threads": threads,
@@ -349,24 +352,47 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
     if "end_to_end" in parts or "latency" in parts:
         run = f"bench-{int(time.time())}"
         with EmbeddedBroker() as broker:
-            rate = latency_rate
-            if "end_to_end" in parts or rate is None:
+            rates = latency_rates
+            if "end_to_end" in parts or not rates:
                 log("end to end ...")
                 result["end_to_end"] = asyncio.run(
                     end_to_end(broker.bootstrap, mode, settings, links, events, run))
                 e2e = result["end_to_end"]["model_predictions_per_s"]
                 ratios["end_to_end_over_ceiling"] = e2e / best
-                rate = e2e / 2 if rate is None else rate
+                rates = rates or (e2e / 2,)
             if "latency" in parts:
-                log(f"latency at {rate:,.0f} events/s ...")
-                result["latency"] = asyncio.run(latency(broker.bootstrap, mode, settings, min(links, 200),
-                                                        rate, 10.0, run + "-lat"))
-                origin = "half of end to end" if latency_rate is None else "--latency-rate"
-                result["latency"]["rate_from"] = origin
-                log("Kafka alone at the same rate ...")
-                result["latency_floor"] = asyncio.run(latency_floor(broker.bootstrap, min(links, 200),
-                                                                    rate, 10.0, run + "-floor"))
+                measured = [_latency_and_floor(broker.bootstrap, mode, settings, min(links, 200), rate,
+                                               f"{run}-{n}", log) for n, rate in enumerate(rates)]
+                if len(measured) == 1:
+                    result["latency"], result["latency_floor"] = measured[0]
+                    origin = "--latency-rate" if latency_rates else "half of end to end"
+                    result["latency"]["rate_from"] = origin
+                else:
+                    result.update(latency_sweep(mode, measured))
     return result
+
+
+def _latency_and_floor(bootstrap: str, mode: str, settings: SessionSettings, links: int, rate: float,
+                       run: str, log: Any) -> tuple[dict[str, float], dict[str, float]]:
+    log(f"latency at {rate:,.0f} events/s ...")
+    service = asyncio.run(latency(bootstrap, mode, settings, links, rate, 10.0, run + "-lat"))
+    log("Kafka alone at the same rate ...")
+    return service, asyncio.run(latency_floor(bootstrap, links, rate, 10.0, run + "-floor"))
+
+
+def latency_sweep(mode: str, measured: list[tuple[dict[str, float], dict[str, float]]]) -> dict[str, Any]:
+    """Latency at several rates against the mode's budget: the highest rate up to which
+    every swept rate kept p99 inside it is what one replica can take (docs/SCALING.md)."""
+    budget_ms = BUDGET_S[mode_code(mode)] * 1000.0
+    sweep = [{"rate": service["rate"], "service": service, "kafka_alone": floor,
+              "p99_within_budget": service["p99_ms"] <= budget_ms}
+             for service, floor in sorted(measured, key=lambda pair: pair[0]["rate"])]
+    within = None
+    for point in sweep:
+        if not point["p99_within_budget"]:
+            break
+        within = point["rate"]
+    return {"latency_sweep": sweep, "budget_ms": budget_ms, "max_rate_within_budget": within}
 
 
 def _machine() -> str:
@@ -412,4 +438,17 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"| ingest only (decode + window) | {result['ingest_events_per_s']:,.0f} events/s | |")
     if "memory_bytes_per_link" in result:
         lines.append(f"| memory per tracked link | {result['memory_bytes_per_link']:,.0f} bytes | |")
+    if "latency_sweep" in result:
+        lines += ["", f"Latency by rate (budget {result['budget_ms']:.0f} ms; Kafka alone: the same stream "
+                  "echoed without the service):", "",
+                  "| events/s | p50 | p95 | p99 | p99 inside the budget | Kafka alone p50 / p99 |",
+                  "|---|---|---|---|---|---|"]
+        for point in result["latency_sweep"]:
+            s, k = point["service"], point["kafka_alone"]
+            lines.append(f"| {point['rate']:,.0f} | {s['p50_ms']:.0f} ms | {s['p95_ms']:.0f} ms | "
+                         f"{s['p99_ms']:.0f} ms | {'yes' if point['p99_within_budget'] else 'no'} | "
+                         f"{k['p50_ms']:.0f} / {k['p99_ms']:.0f} ms |")
+        within = result["max_rate_within_budget"]
+        lines += ["", f"p99 inside the budget up to {within:,.0f} events/s of those swept" if within
+                  else "p99 over the budget at every rate swept"]
     return "\n".join(lines)

@@ -31,6 +31,18 @@ def _port(text: str) -> int:
     return port
 
 
+def _rates(text: str) -> tuple[float, ...]:
+    """Comma-separated events per second, each > 0, no repeats."""
+    try:
+        rates = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not events per second: {text!r} (e.g. 500 or 500,1000,2000)") from None
+    if not all(0 < rate < float("inf") for rate in rates) or len(set(rates)) != len(rates):
+        raise argparse.ArgumentTypeError(f"rates must be > 0 and distinct, got {text!r}")
+    return rates
+
+
 def _cmd_broker(args: argparse.Namespace) -> int:
     from consumer.broker import BrokerError, run_foreground
 
@@ -206,14 +218,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"pba bench: unknown part(s) {', '.join(unknown) or '(none given)'} in --parts; "
               f"choose from {','.join(PARTS)}", file=sys.stderr)
         return 2
-    if args.latency_rate is not None and (args.latency_rate <= 0 or "latency" not in parts):
-        print("pba bench: --latency-rate takes events per second > 0, for the latency part",
-              file=sys.stderr)
+    if args.latency_rate and "latency" not in parts:
+        print("pba bench: --latency-rate is for the latency part; add latency to --parts", file=sys.stderr)
         return 2
     result = run_bench(args.mode, links=args.links, events=args.events, precision=args.precision,
                        threads=args.threads, memory_links=args.memory_links, parts=parts,
                        log=lambda msg: print(f"pba bench: {msg}", file=sys.stderr, flush=True),
-                       latency_rate=args.latency_rate)
+                       latency_rates=args.latency_rate)
     print(json.dumps(result, indent=2, default=str) if args.json else render(result))
     return 0
 
@@ -309,9 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="parts to run besides the ceiling, comma-separated, of naive, ingest, "
                        "memory, end_to_end, latency (default: all; latency also runs end_to_end "
                        "for its rate, and Kafka alone at that rate as its floor)")
-    bench.add_argument("--latency-rate", type=float, default=None, metavar="EVENTS_PER_S",
+    bench.add_argument("--latency-rate", type=_rates, default=(), metavar="EVENTS_PER_S[,...]",
                        help="measure latency (and Kafka alone) at this rate instead of half the "
-                            "end-to-end rate, e.g. to compare settings at one load")
+                            "end-to-end rate, e.g. to compare settings at one load; several rates "
+                            "sweep the load and report the highest one whose p99 stays inside the "
+                            "mode's budget (what one replica can take)")
     bench.add_argument("--json", action="store_true", help="JSON summary instead of a table")
     bench.set_defaults(handler=_cmd_bench)
 

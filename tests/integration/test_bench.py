@@ -37,17 +37,30 @@ def test_bench_reports_every_part_with_ratios() -> None:
     assert result["ratios"]["end_to_end_over_ceiling"] > 0 and result["ratios"]["naive_over_ceiling"] > 0
 
 
-def test_latency_at_a_fixed_rate_runs_without_the_end_to_end_part() -> None:
-    done = bench("--mode", "datacenter", "--links", "20", "--parts", "latency", "--latency-rate", "150",
+def test_latency_at_fixed_rates_runs_without_the_end_to_end_part_and_finds_the_capacity() -> None:
+    done = bench("--mode", "datacenter", "--links", "20", "--parts", "latency", "--latency-rate", "300,150",
                  "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    assert "end_to_end" not in result
-    lat, floor = result["latency"], result["latency_floor"]
-    assert lat["rate"] == floor["rate"] == 150 and lat["rate_from"] == "--latency-rate"
-    assert lat["measured"] == lat["events"] > 0 and floor["measured"] == floor["events"] > 0
+    assert "end_to_end" not in result and "latency" not in result
+    sweep = result["latency_sweep"]
+    assert [point["rate"] for point in sweep] == [150, 300]
+    for point in sweep:
+        service, floor = point["service"], point["kafka_alone"]
+        assert service["rate"] == floor["rate"] == point["rate"]
+        assert service["measured"] == service["events"] > 0 and floor["measured"] == floor["events"] > 0
+        assert point["p99_within_budget"] == (service["p99_ms"] <= 100)
+    assert result["budget_ms"] == 100
+    assert result["max_rate_within_budget"] in (None, 150, 300)
+    assert (result["max_rate_within_budget"] is None) == (not sweep[0]["p99_within_budget"])
 
 
 def test_a_latency_rate_without_the_latency_part_is_refused() -> None:
     done = bench("--parts", "ingest", "--latency-rate", "100", timeout=60)
-    assert done.returncode == 2 and "--latency-rate takes events per second > 0" in done.stderr
+    assert done.returncode == 2 and "add latency to --parts" in done.stderr
+
+
+@pytest.mark.parametrize("rates", ["0", "100,-5", "100,100", "fast"])
+def test_latency_rates_that_are_not_distinct_positive_numbers_are_refused(rates: str) -> None:
+    done = bench("--parts", "latency", "--latency-rate", rates, timeout=60)
+    assert done.returncode == 2 and "--latency-rate" in done.stderr
