@@ -53,7 +53,8 @@ class ServiceConfig:
     group_id: str = field(default="pba-stream", metadata=_help("consumer group id"))
     mode: str = field(default="auto", metadata=_help("prediction mode", choices=MODES))
     models: Path | None = field(default=None, metadata=_help(
-        "models directory with manifest.json (default: the shipped models)"))
+        "models directory with manifest.json (default: the shipped models); a new set copied "
+        "in is checked and swapped in while running, as is the set on SIGHUP"))
     allow_fallback: bool = field(default=False, metadata=_help(
         "serve the heuristic for a model that cannot load, instead of refusing to start"))
     precision: str = field(default="float", metadata=_help("model variant", choices=PRECISIONS))

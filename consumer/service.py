@@ -37,8 +37,9 @@ from consumer.health import HealthServer
 from consumer.metrics import Metrics
 from consumer.processor import BatchOutput, Outgoing, Processor, shorten_dead_letter
 from consumer.topics import ensure_topics
+from consumer.watch import DirectoryWatch
 from predictor.engine import Engine
-from predictor.manifest import DEFAULT_MODELS_DIR, MANIFEST_NAME, ManifestError
+from predictor.manifest import DEFAULT_MODELS_DIR, ManifestError
 from predictor.modes import MODE_NAMES
 from predictor.pipeline import Pipeline, models_for_mode
 from predictor.runtime import ModelError, ModelSet, SessionSettings, load_models
@@ -501,7 +502,7 @@ class Service:
     # -- models and flags --------------------------------------------------------------
 
     async def reload_models(self) -> bool:
-        """Load the models directory again (SIGHUP, or its manifest changed) and swap the
+        """Load the models directory again (SIGHUP, or its files changed and settled) and swap the
         new set in between two batches. A set that fails validation is refused and the
         running models stay."""
         loop = asyncio.get_running_loop()
@@ -530,12 +531,6 @@ class Service:
     def _versions(self) -> dict[str, str]:
         return {mode: model.version for mode, model in self.models.models.items()}
 
-    def _manifest_mtime(self) -> float | None:
-        directory = self.config.models or DEFAULT_MODELS_DIR
-        with contextlib.suppress(OSError):
-            return (directory / MANIFEST_NAME).stat().st_mtime
-        return None
-
     def _apply_flags(self) -> None:
         flags = self.flags.flags
         mode = flags.mode or self.config.mode
@@ -553,20 +548,18 @@ class Service:
     # -- background ------------------------------------------------------------------
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
-        """Every second: flags file, idle eviction, consumer lag, readiness."""
+        """Every second: flags file, models directory, idle eviction, consumer lag, readiness."""
         loop = asyncio.get_running_loop()
         evict_every = max(1.0, min(60.0, self.config.idle_evict_s / 10))
         last_evict = time.monotonic()
-        manifest_mtime = self._manifest_mtime()
+        models = DirectoryWatch(self.config.models or DEFAULT_MODELS_DIR)
         while not stop.is_set():
             await asyncio.sleep(HOUSEKEEPING_S)
             reloaded = self.flags.poll()
             if reloaded is not None:
                 self.metrics.flag_reloads.labels("ok" if reloaded else "rejected").inc()
                 await loop.run_in_executor(self._worker, self._apply_flags)
-            mtime = self._manifest_mtime()
-            if mtime != manifest_mtime and mtime is not None:
-                manifest_mtime = mtime
+            if models.settled_change():
                 await self.reload_models()
             if time.monotonic() - last_evict >= evict_every:
                 last_evict = time.monotonic()

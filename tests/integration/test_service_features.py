@@ -111,6 +111,39 @@ async def test_models_are_hot_reloaded_when_the_manifest_changes(
     assert service.metrics.model_load_failures._value.get() == 1
 
 
+async def test_a_model_set_copied_manifest_first_is_taken_once_its_files_have_landed(
+    kafka_bootstrap: str, topics: Topics, tiny_models: Path, tmp_path: Path
+) -> None:
+    """The manifest alone settles first and is refused (its files are not there yet);
+    the files that follow are a change of their own, and the complete set is taken."""
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    events = link_events(2, 70)
+    await produce(kafka_bootstrap, topics.input, events[:100])
+    async with running_service(service_config(kafka_bootstrap, topics, models=models)) as service:
+        await read(kafka_bootstrap, topics.output, 100, settle=0.2)
+        failures = service.metrics.model_load_failures
+        shutil.copy(DEFAULT_MODELS_DIR / MANIFEST_NAME, models / MANIFEST_NAME)
+        for _ in range(40):
+            if failures._value.get() == 1:
+                break
+            await asyncio.sleep(0.25)
+        assert failures._value.get() == 1, "the half-copied set was not looked at"
+        assert "tiny" in service.models.models["internet"].version
+        for item in DEFAULT_MODELS_DIR.glob("*.onnx"):
+            shutil.copy(item, models / item.name)
+        for _ in range(40):
+            if "tiny" not in service.models.models["internet"].version:
+                break
+            await asyncio.sleep(0.25)
+        await produce(kafka_bootstrap, topics.input, events[100:])
+        preds = predictions(await read(kafka_bootstrap, topics.output, len(events)))
+    assert len(preds) == len(events), "events were dropped during the reload"
+    last = max(preds, key=lambda p: p["ts"])
+    assert last["source"] == "model" and "tiny" not in last["model_version"]
+    assert failures._value.get() == 1
+
+
 async def test_health_readiness_and_metrics_are_served(kafka_bootstrap: str, topics: Topics) -> None:
     port = free_port()
     events = link_events(2, 10)
