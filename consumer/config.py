@@ -28,6 +28,8 @@ PRECISIONS = ("float", "int8")
 LOG_FORMATS = ("text", "json")
 #: Kafka's record batch codecs; the consumer reads all of them whatever this is set to
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+#: where a group without a committed offset starts reading a partition (Kafka's auto.offset.reset)
+START_AT = ("earliest", "latest")
 ENV_NAMES = {"bootstrap": "PBA_KAFKA_BOOTSTRAP"}
 SECRET_FIELDS = frozenset({"sasl_password"})
 
@@ -80,6 +82,11 @@ class ServiceConfig:
         "dead-letter events stamped more than this many seconds ahead of this host's clock: "
         "a link would otherwise ignore every real event until its clock catches up "
         "(Kafka's own default limit; 0: no limit)"))
+    start_at: str = field(default="earliest", metadata=_help(
+        "where a group with no committed offset (its first deployment, or offsets past the "
+        "topic's retention) starts: earliest predicts everything retained; latest skips the "
+        "backlog and starts at the end, with windows rebuilt from the last --rebuild-seconds "
+        "so the models serve from the first new event", choices=START_AT))
     rebuild_seconds: float = field(default=120.0, metadata=_help(
         "on partition assignment, replay this much recent input history to rebuild windows"))
     rebuild_max_records: int = field(default=200_000, metadata=_help(
@@ -252,6 +259,7 @@ def validate(config: ServiceConfig) -> list[str]:
     check(config.sasl_mechanism in SASL_MECHANISMS,
           f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}")
     check(config.log_format in LOG_FORMATS, "log_format must be text or json")
+    check(config.start_at in START_AT, f"start_at must be earliest or latest, got {config.start_at!r}")
     check(config.compression in COMPRESSIONS,
           f"compression must be one of {', '.join(COMPRESSIONS)}, got {config.compression!r}")
     check(config.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),

@@ -145,7 +145,7 @@ class Service:
             group_id=c.group_id,
             client_id="pba-stream",
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=c.start_at,
             max_partition_fetch_bytes=max(1 << 20, c.max_event_bytes * 64),
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             session_timeout_ms=int(c.session_timeout_s * 1000),
@@ -457,23 +457,30 @@ class Service:
                  len(assigned), replayed, time.perf_counter() - started)
 
     async def _rebuild(self, tp: TopicPartition) -> int:
-        """Replay the partition's recent history before the committed offset into the windows."""
+        """Replay the partition's recent history before the committed offset into the windows.
+
+        A group without one that starts at the latest offset is placed at the partition's
+        end here, and the history before that end is replayed: the windows then reach up
+        to exactly the first event it predicts."""
         assert self._consumer is not None and self._history is not None
         c = self.config
         if c.rebuild_max_records == 0 or c.rebuild_seconds == 0:
             return 0
         try:
-            committed = await self._consumer.committed(tp)
-            if not committed:
+            upto = await self._consumer.committed(tp)
+            if not upto and c.start_at == "latest":
+                upto = (await self._history.end_offsets([tp]))[tp]
+                self._consumer.seek(tp, upto)
+            if not upto:
                 return 0
             first = (await self._history.beginning_offsets([tp]))[tp]
-            start = max(first, committed - c.rebuild_max_records)
+            start = max(first, upto - c.rebuild_max_records)
             with contextlib.suppress(KafkaError, ValueError):
                 found = await self._history.offsets_for_times(
                     {tp: int((time.time() - c.rebuild_seconds) * 1000)})
                 if found.get(tp) is not None:
-                    start = max(start, min(found[tp].offset, committed))
-            if start >= committed:
+                    start = max(start, min(found[tp].offset, upto))
+            if start >= upto:
                 return 0
             self._history.assign([tp])
             self._history.seek(tp, start)
@@ -481,19 +488,19 @@ class Service:
             # a busy broker may answer the first fetches empty: keep reading until the
             # committed offset, within a time limit, rather than stop at the first empty poll
             deadline = time.monotonic() + REBUILD_TIMEOUT_S
-            while await self._history.position(tp) < committed:
+            while await self._history.position(tp) < upto:
                 if time.monotonic() > deadline:
                     log.warning("window rebuild for %s stopped after %.0f s at offset %d of %d; "
                                 "its links warm up again", tp, REBUILD_TIMEOUT_S,
-                                await self._history.position(tp), committed)
+                                await self._history.position(tp), upto)
                     break
                 got = await self._history.getmany(tp, timeout_ms=1000, max_records=5000)
-                records.extend(r for r in got.get(tp, []) if r.offset < committed)
+                records.extend(r for r in got.get(tp, []) if r.offset < upto)
             taken = await asyncio.get_running_loop().run_in_executor(
                 self._worker, self.processor.replay, records)
             self.metrics.windows_rebuilt.inc(len(records))
             log.debug("rebuilt %s from offsets %d..%d: %d records, %d samples taken",
-                      tp, start, committed, len(records), taken)
+                      tp, start, upto, len(records), taken)
             return int(taken)
         except KafkaError as exc:
             log.warning("could not rebuild windows for %s (%s); its links warm up again", tp, exc)

@@ -65,6 +65,13 @@ def test_an_unknown_codec_is_refused_with_the_ones_kafka_has() -> None:
         load_config(parse(), environ={"PBA_COMPRESSION": "br"})
 
 
+def test_the_start_position_of_a_new_group_is_earliest_unless_latest_is_asked() -> None:
+    assert load_config(parse(), environ={}).start_at == "earliest"
+    assert load_config(parse("--start-at", "latest"), environ={}).start_at == "latest"
+    with pytest.raises(ConfigError, match="start_at must be earliest or latest, got 'newest'"):
+        load_config(parse(), environ={"PBA_START_AT": "newest"})
+
+
 def test_a_bad_flags_file_stops_start_up_with_the_reason(tmp_path: Path) -> None:
     flags = tmp_path / "flags.toml"
     flags.write_text('rollout_percent = "half"\n')

@@ -208,6 +208,34 @@ async def test_restart_rebuilds_windows_and_loses_nothing(
         assert after_restart["source"] == "model", "window was not rebuilt after the restart"
 
 
+async def test_a_new_group_starting_at_the_end_skips_the_backlog_and_predicts_with_its_models_at_once(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    links = 4
+    events = link_events(links, 90)
+    backlog, live = events[: links * 70], events[links * 70:]
+    await produce(kafka_bootstrap, topics.input, backlog[:-links])
+    for message in backlog[-links:]:  # the newest backlog event of each link in a batch of its own
+        await produce(kafka_bootstrap, topics.input, [message])
+    async with running_service(service_config(kafka_bootstrap, topics, start_at="latest")) as service:
+        for _ in range(80):
+            if service.readiness()[0]:
+                break
+            await asyncio.sleep(0.25)
+        assert service.readiness()[0], "never assigned"
+        await produce(kafka_bootstrap, topics.input, live)
+        preds = predictions(await read(kafka_bootstrap, topics.output, len(live)))
+    predicted = Counter((p["link_id"], p["ts"]) for p in preds)
+    assert set(predicted.values()) == {1}
+    live_keys = {(k.decode(), orjson.loads(v)["ts"]) for k, v in live}
+    assert live_keys <= set(predicted), "a live event was not predicted"
+    # Kafka's end offset is exact; the embedded broker answers with the base offset of a
+    # partition's newest record batch, so that batch (one event here) is read again
+    newest = {(k.decode(), orjson.loads(v)["ts"]) for k, v in backlog[-links:]}
+    assert set(predicted) - live_keys <= newest, "the backlog was predicted"
+    assert {p["source"] for p in preds} == {"model"}, "the windows were not rebuilt from the backlog"
+
+
 async def test_two_instances_split_the_links_and_lose_nothing(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
