@@ -79,25 +79,49 @@ def allocate(
     stream count last sent per link (0 = none); it is kept unless the prediction is
     confident (>= 0.7) and the new count differs by more than 20 %.
     """
+    streams = stream_count(bandwidth_mbps, latency_ms, loss)
+    if previous_streams is not None:
+        streams = kept_streams(streams, confidence, previous_streams)
+    return allocate_streams(bandwidth_mbps, confidence, latency_ms, loss, jitter_ms, streams)
+
+
+def stream_count(bandwidth_mbps: FloatArray, latency_ms: FloatArray, loss: FloatArray) -> IntArray:
+    """The stream count the prediction alone asks for: 1 per 10 Mbit/s, more on short
+    paths, fewer on long or lossy ones."""
     bw = np.maximum(np.asarray(bandwidth_mbps, dtype=np.float64), 0.0)
     rtt = np.asarray(latency_ms, dtype=np.float64)
-    loss = np.nan_to_num(np.asarray(loss, dtype=np.float64), nan=0.0)
-    jitter = np.nan_to_num(np.asarray(jitter_ms, dtype=np.float64), nan=0.0)
-
     factor = np.where(rtt > 100, 0.7, np.where(rtt < 20, 1.3, 1.0))
-    factor = factor * np.where(loss > 0.01, 0.75, 1.0)
-    streams = np.clip(np.floor(np.floor(bw / 10) * factor), MIN_STREAMS, MAX_STREAMS).astype(np.int64)
-    if previous_streams is not None:
-        prev = np.asarray(previous_streams, dtype=np.int64)
-        change = np.abs(streams - prev) / np.maximum(prev, 1)
-        resize = (prev == 0) | ((confidence >= RESIZE_AT) & (change > RESIZE_CHANGE))
-        streams = np.where(resize, streams, prev)
+    factor = factor * np.where(_measured(loss) > 0.01, 0.75, 1.0)
+    return np.clip(np.floor(np.floor(bw / 10) * factor), MIN_STREAMS, MAX_STREAMS).astype(np.int64)
 
+
+def kept_streams(wanted: IntArray, confidence: FloatArray, previous: IntArray) -> IntArray:
+    """The link's previous stream count unless the prediction is confident and the new
+    count differs enough: opening and closing connections costs the sender more than a
+    slightly wrong count. Sequential per link: each count depends on the one before."""
+    prev = np.asarray(previous, dtype=np.int64)
+    change = np.abs(wanted - prev) / np.maximum(prev, 1)
+    resize = (prev == 0) | ((np.asarray(confidence) >= RESIZE_AT) & (change > RESIZE_CHANGE))
+    return np.where(resize, wanted, prev)
+
+
+def allocate_streams(
+    bandwidth_mbps: FloatArray,
+    confidence: FloatArray,
+    latency_ms: FloatArray,
+    loss: FloatArray,
+    jitter_ms: FloatArray,
+    streams: IntArray,
+) -> Allocations:
+    """The other parameters, once each prediction's stream count is settled."""
+    bw = np.maximum(np.asarray(bandwidth_mbps, dtype=np.float64), 0.0)
+    rtt = np.asarray(latency_ms, dtype=np.float64)
+    lost = _measured(loss)
     bytes_per_ms = bw * 1e6 / 8 / 1000
-    buffer = np.clip(bytes_per_ms * (rtt + jitter), MIN_BUFFER, MAX_BUFFER).astype(np.int64)
-    chunk = buffer / streams
-    chunk = np.where(loss > 0.02, chunk / 2, chunk)
-    chunk = np.clip(chunk, MIN_CHUNK, MAX_CHUNK).astype(np.int64)
+    buffer = np.clip(bytes_per_ms * (rtt + _measured(jitter_ms)), MIN_BUFFER, MAX_BUFFER).astype(np.int64)
+    per_stream = buffer / streams
+    per_stream = np.where(lost > 0.02, per_stream / 2, per_stream)
+    chunk = np.clip(per_stream, MIN_CHUNK, MAX_CHUNK).astype(np.int64)
     pacing = bw * 1e6 * PACING_HEADROOM / 8
     action = np.where(confidence < SKIP_BELOW, SKIP, np.where(confidence >= APPLY_AT, APPLY, HOLD))
     return Allocations(
@@ -108,3 +132,8 @@ def allocate(
         window_bytes=buffer * streams,
         action=action.astype(np.int8),
     )
+
+
+def _measured(values: FloatArray) -> npt.NDArray[np.float64]:
+    """Loss or jitter with "not measured" (NaN) as 0."""
+    return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from xxhash import xxh3_128_hexdigest
 
-from predictor.allocation import DEFAULT_RTT_MS, Allocations, allocate
+from predictor.allocation import DEFAULT_RTT_MS, Allocations, allocate_streams, kept_streams, stream_count
 from predictor.baselines import last_present
 from predictor.engine import BatchResult, Engine
 from predictor.features import JITTER, LATENCY, LOSS
@@ -174,22 +174,22 @@ class Pipeline:
 
     def predict_captured(self, captured: Captured, use_models: bool = True) -> Round:
         """Predictions and allocations for captured windows, all rounds in one engine
-        call; allocations round by round, since each keeps the stream count of the
-        link's previous one."""
+        call and one allocation; only the stream counts go round by round, since each
+        keeps the one the link was sent before (a batch of one chatty link has a round
+        per event: a whole allocation per round took 40 % of such a batch)."""
         raw = captured.raw
         result = self.engine.predict(raw, captured.counts, captured.modes, use_models)
         rtt = last_present(raw[:, :, LATENCY])
         rtt = np.where(np.isnan(rtt), DEFAULT_RTT_MS[captured.modes], rtt)
         loss, jitter = last_present(raw[:, :, LOSS]), last_present(raw[:, :, JITTER])
-        streams = self.store.column("streams")
-        parts = []
+        wanted = stream_count(result.predicted_mbps, rtt, loss)
+        sent = self.store.column("streams")
+        streams = np.empty_like(wanted)
         for rows in _by_round(captured.rounds):
             slots = captured.slots[rows]
-            part = allocate(result.predicted_mbps[rows], result.confidence[rows], rtt[rows], loss[rows],
-                            jitter[rows], previous_streams=streams[slots])
-            streams[slots] = part.streams
-            parts.append((rows, part))
-        return Round(captured.slots, captured.ts, result, _joined(parts, len(raw)), raw)
+            streams[rows] = sent[slots] = kept_streams(wanted[rows], result.confidence[rows], sent[slots])
+        allocations = allocate_streams(result.predicted_mbps, result.confidence, rtt, loss, jitter, streams)
+        return Round(captured.slots, captured.ts, result, allocations, raw)
 
     def forecast(self, slots: npt.NDArray[np.intp]) -> BatchResult:
         """The predictions alone, without allocations: what the backtest scores."""
@@ -217,17 +217,6 @@ def _by_round(rounds: npt.NDArray[np.intp]) -> list[npt.NDArray[np.intp]]:
     """Row indices of each round, in round order (one slice when there is one round)."""
     if len(rounds) == 0 or rounds[0] == rounds[-1]:
         return [np.arange(len(rounds))]
-    return [np.flatnonzero(rounds == r) for r in np.unique(rounds).tolist()]
-
-
-def _joined(parts: list[tuple[npt.NDArray[np.intp], Allocations]], n: int) -> Allocations:
-    """Allocations of several rounds back in row order."""
-    if len(parts) == 1:
-        return parts[0][1]
-    columns = {}
-    for f in fields(Allocations):
-        column = np.empty(n, dtype=getattr(parts[0][1], f.name).dtype)
-        for rows, part in parts:
-            column[rows] = getattr(part, f.name)
-        columns[f.name] = column
-    return Allocations(**columns)
+    order = np.argsort(rounds, kind="stable")
+    starts = np.flatnonzero(np.diff(rounds[order])) + 1
+    return np.split(order, starts)
