@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -23,6 +25,7 @@ from kafka_support import (
 
 from consumer.broker import free_port
 from consumer.processor import V1_VERSION
+from consumer.service import Service
 from predictor.manifest import DEFAULT_MODELS_DIR, MANIFEST_NAME
 
 pytestmark = pytest.mark.integration
@@ -81,6 +84,31 @@ async def test_kill_switch_flips_to_v1_while_running(
     assert later and {p["model_version"] for p in later} == {V1_VERSION}
 
 
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Look a few times a second until `condition` holds (True) or `seconds` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.25)
+    return True
+
+
+def serving_shipped_models(service: Service) -> bool:
+    internet = service.models.models.get("internet")
+    return internet is not None and "tiny" not in internet.version
+
+
+async def assert_the_rest_is_served_by_the_shipped_models(
+    bootstrap: str, topics: Topics, events: list[tuple[bytes, bytes]], served: int
+) -> None:
+    await produce(bootstrap, topics.input, events[served:])
+    preds = predictions(await read(bootstrap, topics.output, len(events)))
+    assert len(preds) == len(events), "events were dropped during the reload"
+    last = max(preds, key=lambda p: p["ts"])
+    assert last["source"] == "model" and "tiny" not in last["model_version"]
+
+
 async def test_models_are_hot_reloaded_when_the_manifest_changes(
     kafka_bootstrap: str, topics: Topics, tiny_models: Path, tmp_path: Path
 ) -> None:
@@ -98,16 +126,8 @@ async def test_models_are_hot_reloaded_when_the_manifest_changes(
         for item in DEFAULT_MODELS_DIR.iterdir():  # a good one is taken
             if item.is_file():
                 shutil.copy(item, models / item.name)
-        for _ in range(40):
-            internet = service.models.models.get("internet")
-            if internet is not None and "tiny" not in internet.version:
-                break
-            await asyncio.sleep(0.25)
-        await produce(kafka_bootstrap, topics.input, events[100:])
-        preds = predictions(await read(kafka_bootstrap, topics.output, len(events)))
-    assert len(preds) == len(events), "events were dropped during the reload"
-    last = max(preds, key=lambda p: p["ts"])
-    assert last["source"] == "model" and "tiny" not in last["model_version"]
+        await until(lambda: serving_shipped_models(service))
+        await assert_the_rest_is_served_by_the_shipped_models(kafka_bootstrap, topics, events, 100)
     assert service.metrics.model_load_failures._value.get() == 1
 
 
@@ -124,23 +144,12 @@ async def test_a_model_set_copied_manifest_first_is_taken_once_its_files_have_la
         await read(kafka_bootstrap, topics.output, 100, settle=0.2)
         failures = service.metrics.model_load_failures
         shutil.copy(DEFAULT_MODELS_DIR / MANIFEST_NAME, models / MANIFEST_NAME)
-        for _ in range(40):
-            if failures._value.get() == 1:
-                break
-            await asyncio.sleep(0.25)
-        assert failures._value.get() == 1, "the half-copied set was not looked at"
-        assert "tiny" in service.models.models["internet"].version
+        assert await until(lambda: failures._value.get() == 1), "the half-copied set was not looked at"
+        assert not serving_shipped_models(service)
         for item in DEFAULT_MODELS_DIR.glob("*.onnx"):
             shutil.copy(item, models / item.name)
-        for _ in range(40):
-            if "tiny" not in service.models.models["internet"].version:
-                break
-            await asyncio.sleep(0.25)
-        await produce(kafka_bootstrap, topics.input, events[100:])
-        preds = predictions(await read(kafka_bootstrap, topics.output, len(events)))
-    assert len(preds) == len(events), "events were dropped during the reload"
-    last = max(preds, key=lambda p: p["ts"])
-    assert last["source"] == "model" and "tiny" not in last["model_version"]
+        await until(lambda: serving_shipped_models(service))
+        await assert_the_rest_is_served_by_the_shipped_models(kafka_bootstrap, topics, events, 100)
     assert failures._value.get() == 1
 
 
