@@ -9,10 +9,13 @@ this process (PR_SET_PDEATHSIG), so nothing outlives it, not even a kill -9.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from consumer.broker import EmbeddedBroker, die_with_parent, free_port
@@ -75,6 +78,8 @@ async def _demo(bootstrap: str, children: list[subprocess.Popen[bytes]]) -> None
     children.append(_spawn("run", "--bootstrap", bootstrap, "--metrics-port", str(port),
                            "--metrics-bind", "127.0.0.1", "--log-level", "WARNING"))
     print(f"service:   pba run, metrics on http://127.0.0.1:{port}/metrics", flush=True)
+    if not await _ready(port, children[-1], stop):
+        return
     children.append(_spawn("simulate", "--bootstrap", bootstrap, "--links", "12", "--rate", "60",
                            "--duration", "86400", "--regime", "mixed", "--bad-rate", "0.01", "-q"))
     traces = os.environ.get("PBA_TRACES_DIR", str(TRACES))
@@ -88,6 +93,31 @@ async def _demo(bootstrap: str, children: list[subprocess.Popen[bytes]]) -> None
     print("predictions (the fallback serves while a link's window fills, then the models):\n",
           flush=True)
     await tail(bootstrap, "bandwidth.predictions", from_beginning=True, stop=stop)
+
+
+async def _ready(port: int, service: subprocess.Popen[bytes], stop: asyncio.Event,
+                 timeout_s: float = 120.0) -> bool:
+    """Wait for the service's /readyz before the simulators start: events sent while it
+    loads its models and joins the group would show as predictions seconds old."""
+    url = f"http://127.0.0.1:{port}/readyz"
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not stop.is_set():
+        if service.poll() is not None:
+            print(f"pba run exited with {service.returncode} before it was ready (its error is above)",
+                  flush=True)
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:  # noqa: S310 - our own local endpoint
+                if answer.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        if asyncio.get_running_loop().time() > deadline:
+            print(f"pba run was not ready after {timeout_s:.0f} s; stopping", flush=True)
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.25)
+    return False
 
 
 if __name__ == "__main__":
