@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -25,7 +26,8 @@ from consumer.metrics import Metrics
 from predictor.allocation import ACTION_NAMES
 from predictor.confidence import HIT_TOLERANCE
 from predictor.engine import MODEL, SOURCE_NAMES
-from predictor.modes import MODE_NAMES
+from predictor.linkstate import PREDICTORS, Sent
+from predictor.modes import MODE_CODES, MODE_NAMES
 from predictor.pipeline import Captured, Pipeline, Round
 from predictor.window import MEASURED_CHANNELS
 from schemas import EventError, MetricEvent, decode_event
@@ -35,7 +37,6 @@ from schemas.prediction import PredictionColumns, encode_predictions
 log = logging.getLogger(__name__)
 
 V1_VERSION = "v1-last-value"
-PREDICTORS = ("v3", "v1")
 #: the rule aiokafka's producer (and Kafka's Java client) uses to place a keyed message
 _PARTITIONER = DefaultPartitioner()
 
@@ -88,13 +89,6 @@ class Processor:
         self.config = config
         self.metrics = metrics
         self.flags = Flags()
-        store = pipeline.store
-        store.add_column("bucket", np.int8, -1)
-        store.add_column("partition", np.int32, -1)
-        for predictor in PREDICTORS:
-            store.add_column(f"pending_{predictor}", np.float32, np.nan)
-        store.add_column("pending_mode", np.int8, 0)
-        store.add_column("out_partition", np.int32, -1)
         self.output_partitions = 0  # partitions of the output topic, 0 = not known (yet)
         self.drift = {mode: PageHinkley() for mode in MODE_NAMES}
         self._switches_seen = 0
@@ -157,9 +151,34 @@ class Processor:
         for round_events in _rounds(events):
             ids, ts, values = _columns(round_events)
             slots, accepted = self.pipeline.observe(ids, ts, values, now)
-            self.pipeline.store.column("partition")[slots] = [r.partition for _, r in round_events]
+            self.pipeline.store.place(slots, [r.partition for _, r in round_events])
             taken += int(accepted.sum())
         return taken
+
+    def restore(self, records: Sequence[ConsumerRecord]) -> int:
+        """After `replay`: the stream counts and pending predictions of the links, from
+        the predictions they were sent (records of one partition of the predictions
+        topic, in offset order). Read from the newest back, a link's older predictions
+        are not even decoded once a live one older than its newest sample is passed
+        (a batch publishes its live predictions before its shadow ones, so only the live
+        ones come in event order). Returns the links restored."""
+        store = self.pipeline.store
+        passed: set[bytes | None] = set()
+        found = []
+        for record in reversed(records):
+            if record.key in passed:
+                continue
+            newest = store.newest(record.key.decode(errors="replace")) if record.key else None
+            sent = _sent(record) if newest is not None else None
+            if sent is None or sent.link_id.encode() != record.key:
+                if newest is None:
+                    passed.add(record.key)
+                continue
+            if sent.ts == newest:
+                found.append(sent)
+            elif sent.ts < newest and not sent.shadow:
+                passed.add(record.key)
+        return store.restore(reversed(found))
 
     def _latest_ts(self) -> float:
         """The newest event time accepted now: a sample stamped far ahead (an agent's clock
@@ -205,21 +224,20 @@ class Processor:
         batch, kept, actual = self._observe(rounds, now)
         if batch is None:
             return
-        store, flags = self.pipeline.store, self.flags
-        bucket = store.column("bucket")
-        new = np.flatnonzero(bucket[batch.slots] < 0)
-        if new.size:  # a new link's first rows: the same bucket for each of them
-            bucket[batch.slots[new]] = [rollout_bucket(kept[i][0].link_id) for i in new.tolist()]
-        if flags.shadow:
-            every = np.arange(len(batch))
-            emitted = [("v3", True, every), ("v1", False, every)]
+        pipeline, flags = self.pipeline, self.flags
+        if flags.shadow or flags.kill_switch:
+            v3 = np.zeros(len(batch), dtype=bool)
         else:
-            v3 = np.zeros(len(batch), dtype=bool) if flags.kill_switch else (
-                bucket[batch.slots] < flags.rollout_percent)
-            emitted = [("v3", False, np.flatnonzero(v3)), ("v1", False, np.flatnonzero(~v3))]
-        made = [(predictor, shadow, rows, self.pipeline.predict_captured(
-                    batch.take(rows), use_models=predictor == "v3"))
-                for predictor, shadow, rows in emitted if rows.size]
+            v3 = pipeline.store.buckets(batch.slots, rollout_bucket) < flags.rollout_percent
+        made = []
+        for predictor, rows in (("v3", np.flatnonzero(v3)), ("v1", np.flatnonzero(~v3))):
+            if rows.size:
+                live = pipeline.predict_captured(batch.take(rows), use_models=predictor == "v3")
+                pipeline.apply(live)  # only what is published live changes a link's state
+                made.append((predictor, False, rows, live))
+        if flags.shadow:  # v3 beside v1, each row from the state v1 had before it
+            (_, _, every, v1), = made
+            made.append(("v3", True, every, pipeline.predict_captured(batch, prior_streams=v1.prior_streams)))
         self._score(batch, actual, made)
         for predictor, shadow, rows, predicted in made:
             self._emit(predicted, [kept[i] for i in rows.tolist()], predictor, shadow, out)
@@ -239,7 +257,7 @@ class Processor:
                 continue
             slots = slots[accepted]
             taken = [e for e, ok in zip(events, accepted.tolist(), strict=True) if ok]
-            store.column("partition")[slots] = [r.partition for _, r in taken]
+            store.place(slots, [r.partition for _, r in taken])
             captured.append(self.pipeline.capture(slots, index))
             kept += taken
             actual.append(values[accepted, 0])
@@ -262,15 +280,16 @@ class Processor:
         if r.inference_s > 0:
             for code in np.unique(r.mode[model_rows]).tolist():
                 self.metrics.inference_seconds.labels(MODE_NAMES[code]).observe(r.inference_s)
+        versions = [V1_VERSION] * n if predictor == "v1" else r.version
         values = encode_predictions(PredictionColumns(
-            prediction_id=self.pipeline.prediction_ids(batch),
+            prediction_id=self.pipeline.prediction_ids(batch, versions, shadow),
             link_id=link_ids,
             ts=batch.ts.tolist(),
             predicted_bandwidth_mbps=_finite(r.predicted_mbps).tolist(),
             reserve_mbps=_finite(np.minimum(r.reserve_mbps, r.predicted_mbps)).tolist(),
             confidence=_finite(r.confidence).tolist(),
             mode=modes,
-            model_version=[V1_VERSION] * n if predictor == "v1" else r.version,
+            model_version=versions,
             source=sources,
             streams=a.streams.tolist(),
             buffer_bytes=a.buffer_bytes.tolist(),
@@ -299,20 +318,14 @@ class Processor:
         count = self.output_partitions
         if count <= 0:
             return None
-        column = self.pipeline.store.column("out_partition")
-        parts = column[slots]
-        missing = np.flatnonzero(parts < 0)
-        if missing.size:
-            every = list(range(count))
-            parts[missing] = [_PARTITIONER(keys[i], every, every) for i in missing.tolist()]
-            column[slots[missing]] = parts[missing]
-        return parts
+        every = list(range(count))
+        return self.pipeline.store.out_partitions(slots, lambda i: _PARTITIONER(keys[i], every, every))
 
     def set_output_partitions(self, count: int) -> None:
         """The output topic's partition count (from the producer's metadata); a change
         makes every link's partition be computed again."""
         if count != self.output_partitions:
-            self.pipeline.store.column("out_partition").fill(-1)
+            self.pipeline.store.forget_out_partitions()
             self.output_partitions = count
 
     def _score(self, batch: Captured, actual: np.ndarray,
@@ -336,7 +349,7 @@ class Processor:
                     now_predicted[rows] = predicted.result.predicted_mbps
             pending = store.column(f"pending_{predictor}")
             before = np.where(first, pending[batch.slots], now_predicted[previous])
-            pending[batch.slots[last]] = now_predicted[last]
+            store.keep_pending(predictor, batch.slots[last], now_predicted[last])
             scored = ~np.isnan(before) & (actual > 0)
             if not scored.any():
                 continue
@@ -349,7 +362,7 @@ class Processor:
                 self.metrics.abs_pct_error.observe((mode, predictor), error[sel])
                 if predictor == "v3":
                     self._update_drift(mode, error[sel])
-        pending_mode[batch.slots[last]] = mode_now[last]
+        store.keep_pending_mode(batch.slots[last], mode_now[last])
 
     def _update_drift(self, mode: str, errors: np.ndarray) -> None:
         detector = self.drift[mode]
@@ -432,6 +445,17 @@ def shorten_dead_letter(messages: Outgoing, row: int, why: str) -> bool:
         f"{', '.join(dropped)}: {why}; the original is at pba.source.topic / partition / offset"
     ).encode()[:500])]
     return True
+
+
+def _sent(record: ConsumerRecord) -> Sent | None:
+    """A prediction read back from the predictions topic; None for anything else."""
+    try:
+        p = orjson.loads(record.value or b"")
+        return Sent(p["link_id"], float(p["ts"]), "v1" if p["model_version"] == V1_VERSION else "v3",
+                    bool(p["shadow"]), int(p["allocation"]["streams"]), float(p["predicted_bandwidth_mbps"]),
+                    MODE_CODES[p["mode"]])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _without_frames(error: EventError) -> EventError:

@@ -93,6 +93,7 @@ class BandwidthPredictor:
         slots = self.pipeline.store.slots(link_ids)
         started = time.perf_counter()
         batch = self.pipeline.predict(slots)
+        self.pipeline.apply(batch)  # the caller is sent these: their stream counts stick
         self._latencies.append(time.perf_counter() - started)
         return self._to_predictions(link_ids, batch)
 

@@ -20,17 +20,8 @@ from predictor.allocation import DEFAULT_RTT_MS, Allocations, allocate_streams, 
 from predictor.baselines import last_present
 from predictor.engine import BatchResult, Engine
 from predictor.features import JITTER, LATENCY, LOSS
-from predictor.modes import (
-    DETECTOR_SAMPLES,
-    HYBRID,
-    INTERNET,
-    UNDECIDED,
-    WINDOW_STEPS,
-    DetectorRules,
-    ModeTracker,
-    mode_code,
-)
-from predictor.window import WindowStore
+from predictor.linkstate import LinkState, StateChange
+from predictor.modes import HYBRID, INTERNET, UNDECIDED, WINDOW_STEPS, DetectorRules, mode_code
 
 MODES = ("auto", "hybrid", "datacenter", "internet")
 
@@ -49,13 +40,17 @@ def models_for_mode(mode: str) -> tuple[str, ...]:
 
 @dataclass
 class Round:
-    """Predictions for one round, aligned with `slots`."""
+    """Predictions for one round, aligned with `slots`, and what publishing them would
+    change: nothing is written until the caller applies `change` (the live predictor
+    does; a shadow one does not)."""
 
     slots: npt.NDArray[np.intp]
     ts: npt.NDArray[np.float64]
     result: BatchResult
     allocations: Allocations
     raw: np.ndarray  # the windows the predictions were made from (for ids)
+    prior_streams: npt.NDArray[np.int64]  # the stream count each row started from
+    change: StateChange | None  # None: made from another predictor's state, not to apply
 
 
 @dataclass
@@ -87,6 +82,9 @@ class Captured:
 
 
 class Pipeline:
+    """Windows in, predictions out. Predicting is pure: it reads the link state and
+    returns the predictions with their state change; `apply` makes the change."""
+
     def __init__(
         self,
         engine: Engine,
@@ -98,13 +96,8 @@ class Pipeline:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         self.engine = engine
         self.mode = mode
-        self.store = WindowStore(length=window_length(mode), max_links=max_links)
-        self.tracker = ModeTracker(rules)
-        self._fixed_mode = None if mode == "auto" else mode_code(mode)
-        self.store.add_column("mode", np.int8, UNDECIDED if mode == "auto" else self._fixed_mode)
-        self.store.add_column("candidate", np.int8, UNDECIDED)
-        self.store.add_column("streak", np.int16, 0)
-        self.store.add_column("streams", np.int64, 0)
+        self.store = LinkState(window_length(mode), max_links, _fixed_mode(mode), rules)
+        self.tracker = self.store.tracker
 
     def swap_engine(self, engine: Engine) -> None:
         """Serve with other models from the next prediction on (hot reload)."""
@@ -117,10 +110,7 @@ class Pipeline:
         if window_length(mode) > self.store.length:
             raise ValueError(f"windows hold {self.store.length} samples, {mode} needs {window_length(mode)}")
         self.mode = mode
-        self._fixed_mode = None if mode == "auto" else mode_code(mode)
-        self.store.add_column("mode", np.int8, UNDECIDED if mode == "auto" else self._fixed_mode)
-        self.store.add_column("candidate", np.int8, UNDECIDED)
-        self.store.add_column("streak", np.int16, 0)
+        self.store.fix_mode(_fixed_mode(mode))
 
     def observe(
         self,
@@ -131,7 +121,7 @@ class Pipeline:
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
         """Append one sample per link (ids distinct). Returns (slots, accepted mask)."""
         slots = self.store.slots(link_ids, now)
-        return slots, self.observe_slots(slots, ts, values, now)
+        return slots, self.store.observe(slots, ts, values, now)
 
     def observe_slots(
         self,
@@ -140,18 +130,7 @@ class Pipeline:
         values: np.ndarray,
         now: float = 0.0,
     ) -> npt.NDArray[np.bool_]:
-        accepted = self.store.append(slots, ts, values, now)
-        if self._fixed_mode is None:
-            self._update_modes(slots[accepted])
-        return accepted
-
-    def _update_modes(self, slots: npt.NDArray[np.intp]) -> None:
-        if slots.size == 0:
-            return
-        mode, candidate, streak = (self.store.column(c) for c in ("mode", "candidate", "streak"))
-        m, c, s = mode[slots], candidate[slots], streak[slots]
-        self.tracker.update(self.store.windows(slots, DETECTOR_SAMPLES), m, c, s)
-        mode[slots], candidate[slots], streak[slots] = m, c, s
+        return self.store.observe(slots, ts, values, now)
 
     def capture(self, slots: npt.NDArray[np.intp], round_index: int = 0) -> Captured:
         """What a prediction for these links needs, as of now: a batch captures each
@@ -172,45 +151,85 @@ class Pipeline:
         """Predictions and allocations for the given links from their current windows."""
         return self.predict_captured(self.capture(slots), use_models)
 
-    def predict_captured(self, captured: Captured, use_models: bool = True) -> Round:
+    def apply(self, batch: Round) -> None:
+        """Publishing these predictions: their stream counts become the links' own."""
+        if batch.change is None:
+            raise ValueError("these predictions were made from another predictor's state")
+        self.store.apply(batch.change)
+
+    def predict_captured(self, captured: Captured, use_models: bool = True,
+                         prior_streams: npt.NDArray[np.int64] | None = None) -> Round:
         """Predictions and allocations for captured windows, all rounds in one engine
         call and one allocation; only the stream counts go round by round, since each
         keeps the one the link was sent before (a batch of one chatty link has a round
-        per event: a whole allocation per round took 40 % of such a batch)."""
+        per event: a whole allocation per round took 40 % of such a batch).
+
+        The stream counts start from the links' own, or, given prior_streams (one per
+        row), from those: a shadow predictor starts each row from what the live one
+        sent before it, and its predictions cannot be applied."""
         raw = captured.raw
         result = self.engine.predict(raw, captured.counts, captured.modes, use_models)
         rtt = last_present(raw[:, :, LATENCY])
         rtt = np.where(np.isnan(rtt), DEFAULT_RTT_MS[captured.modes], rtt)
         loss, jitter = last_present(raw[:, :, LOSS]), last_present(raw[:, :, JITTER])
         wanted = stream_count(result.predicted_mbps, rtt, loss)
-        sent = self.store.column("streams")
+        change = None
+        if prior_streams is None:
+            prior_streams, streams, change = self._streams_by_round(captured, wanted, result.confidence)
+        else:
+            streams = kept_streams(wanted, result.confidence, prior_streams)
+        allocations = allocate_streams(result.predicted_mbps, result.confidence, rtt, loss, jitter, streams)
+        return Round(captured.slots, captured.ts, result, allocations, raw, prior_streams, change)
+
+    def _streams_by_round(
+        self, captured: Captured, wanted: npt.NDArray[np.int64], confidence: npt.NDArray[np.float64],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], StateChange]:
+        """Each row's stream count from the one its link had before it (the link's own
+        for its first row, its previous row's after), and the counts the links end with."""
+        links, at = np.unique(captured.slots, return_inverse=True)
+        sent = self.store.column("streams")[links]  # a copy: the store is not written
+        prior = np.empty_like(wanted)
         streams = np.empty_like(wanted)
         for rows in _by_round(captured.rounds):
-            slots = captured.slots[rows]
-            streams[rows] = sent[slots] = kept_streams(wanted[rows], result.confidence[rows], sent[slots])
-        allocations = allocate_streams(result.predicted_mbps, result.confidence, rtt, loss, jitter, streams)
-        return Round(captured.slots, captured.ts, result, allocations, raw)
+            prior[rows] = sent[at[rows]]
+            streams[rows] = sent[at[rows]] = kept_streams(wanted[rows], confidence[rows], prior[rows])
+        return prior, streams, StateChange(links, sent)
 
     def forecast(self, slots: npt.NDArray[np.intp]) -> BatchResult:
         """The predictions alone, without allocations: what the backtest scores."""
         c = self.capture(slots)
         return self.engine.predict(c.raw, c.counts, c.modes)
 
-    def prediction_ids(self, batch: Round) -> list[str]:
-        """Deterministic ids: same link, same window (values and newest ts), same model
-        version -> same id, so a re-sent prediction repeats its id. XXH3-128: a 128-bit
-        fingerprint for de-duplication, not a secret, at a tenth of BLAKE2b's cost on a
-        window (~0.2 against ~2.5 us per datacenter window, docs/BENCHMARKS.md)."""
+    def prediction_ids(self, batch: Round, versions: Sequence[str] | None = None,
+                       shadow: bool = False) -> list[str]:
+        """Ids that identify content: a hash of everything a prediction's payload is made
+        from (link, window values and newest ts, served mode, the published model version,
+        whether it is a shadow prediction) and of the one part that also depends on the
+        link's past, its stream count. The same id then always means the same payload,
+        and a re-sent prediction repeats its id exactly when it repeats its payload.
+        versions: as published (default: the engine's). XXH3-128: a 128-bit fingerprint
+        for de-duplication, not a secret, at a tenth of BLAKE2b's cost on a window (~0.2
+        against ~2.5 us per datacenter window, docs/BENCHMARKS.md)."""
         n = len(batch.slots)
         raw = np.ascontiguousarray(batch.raw).tobytes()
-        ts = np.ascontiguousarray(batch.ts, dtype=np.float64).tobytes()
         row = len(raw) // n if n else 0
-        link_of, versions = self.store.link_id, batch.result.version
+        state = np.empty((n, 3), dtype=np.float64)  # ts, mode, streams: exact in float64
+        state[:, 0] = batch.ts
+        state[:, 1] = batch.result.mode
+        state[:, 2] = batch.allocations.streams
+        head = state.tobytes()
+        role = b"\x01" if shadow else b"\x00"
+        link_of = self.store.link_id
+        versions = batch.result.version if versions is None else versions
         return [
-            xxh3_128_hexdigest(b"".join((str(link_of(slot)).encode(), b"\x00", versions[i].encode(), b"\x00",
-                                         ts[8 * i:8 * i + 8], raw[row * i:row * (i + 1)])))
+            xxh3_128_hexdigest(b"".join((str(link_of(slot)).encode(), b"\x00", versions[i].encode(), role,
+                                         head[24 * i:24 * i + 24], raw[row * i:row * (i + 1)])))
             for i, slot in enumerate(batch.slots.tolist())
         ]
+
+
+def _fixed_mode(mode: str) -> int | None:
+    return None if mode == "auto" else mode_code(mode)
 
 
 def _by_round(rounds: npt.NDArray[np.intp]) -> list[npt.NDArray[np.intp]]:

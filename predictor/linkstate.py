@@ -1,0 +1,180 @@
+"""Everything kept per link, with one owner.
+
+A link's window, its mode detector, the stream count it was last sent, its rollout
+bucket and its placement all live here, as columns beside the window in preallocated
+arrays (one row per link). Other modules read the columns (read-only views) and change
+them only through the transitions below, so what a link's next prediction depends on
+has one place to look and one place to rebuild:
+
+- `observe`: a new sample moves the window and the mode detector;
+- `apply`: a published prediction's stream count becomes the link's (a prediction
+  itself only returns its change: predictor.pipeline);
+- `place`, `keep_pending`: where the link was read from, and its latest predictions
+  waiting for the next sample to score them (the service's bookkeeping);
+- `restore`: after a restart or a rebalance, the windows and detectors come back by
+  replaying the input through `observe`, and the stream counts and pending predictions
+  from the predictions the link was sent for its newest sample (docs/RELIABILITY.md).
+
+Columns for what is learned per link later get declared here too, in LINK_COLUMNS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from predictor.modes import DETECTOR_SAMPLES, UNDECIDED, DetectorRules, ModeTracker
+from predictor.window import WindowStore
+
+#: the two predictors a link can be served by: "v3" (the models) and "v1" (the baseline)
+PREDICTORS = ("v3", "v1")
+
+
+@dataclass(frozen=True)
+class Column:
+    dtype: npt.DTypeLike
+    fill: object
+    why: str
+
+
+#: every per-link column, its type, its value for a new link, and what it is for
+LINK_COLUMNS: dict[str, Column] = {
+    "mode": Column(np.int8, UNDECIDED, "the mode detector's current mode"),
+    "candidate": Column(np.int8, UNDECIDED, "the mode the detector sees coming"),
+    "streak": Column(np.int16, 0, "samples the candidate has held"),
+    "streams": Column(np.int64, 0, "the stream count last published live (0: none yet)"),
+    "bucket": Column(np.int8, -1, "rollout bucket 0..99 (-1: not computed yet)"),
+    "partition": Column(np.int32, -1, "the input partition the link is read from"),
+    "out_partition": Column(np.int32, -1, "the output partition its key maps to (-1: not yet)"),
+    "pending_v3": Column(np.float32, np.nan, "v3's latest prediction, scored at the next sample"),
+    "pending_v1": Column(np.float32, np.nan, "v1's latest prediction, scored at the next sample"),
+    "pending_mode": Column(np.int8, 0, "the mode that latest prediction was made in"),
+}
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """What publishing a prediction changes for its links: the stream count each was
+    sent last (one entry per link, the last of its rows in the batch)."""
+
+    slots: npt.NDArray[np.intp]
+    streams: npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A prediction a link was sent, as read back from the predictions topic."""
+
+    link_id: str
+    ts: float  # of the newest sample it was made from
+    predictor: str  # one of PREDICTORS
+    shadow: bool
+    streams: int
+    predicted_mbps: float
+    mode: int
+
+
+class LinkState(WindowStore):
+    """The windows of WindowStore and every other per-link column (LINK_COLUMNS)."""
+
+    def __init__(self, length: int, max_links: int = 1_000_000, fixed_mode: int | None = None,
+                 rules: DetectorRules = DetectorRules()) -> None:
+        super().__init__(length=length, max_links=max_links)
+        self.tracker = ModeTracker(rules)
+        for name, column in LINK_COLUMNS.items():
+            self.add_column(name, column.dtype, column.fill)
+        self.fix_mode(fixed_mode)
+
+    def column(self, name: str) -> np.ndarray:
+        """A read-only view: columns change only through this class's transitions."""
+        view = super().column(name).view()
+        view.flags.writeable = False
+        return view
+
+    def _writable(self, name: str) -> np.ndarray:
+        return super().column(name)
+
+    # -- transitions -------------------------------------------------------------------
+
+    def fix_mode(self, fixed_mode: int | None) -> None:
+        """Every link in one mode (None: each detects its own, from undecided)."""
+        self.fixed_mode = fixed_mode
+        self.add_column("mode", np.int8, UNDECIDED if fixed_mode is None else fixed_mode)
+        self.add_column("candidate", np.int8, UNDECIDED)
+        self.add_column("streak", np.int16, 0)
+
+    def observe(self, slots: npt.NDArray[np.intp], ts: npt.NDArray[np.float64],
+                values: np.ndarray, now: float = 0.0) -> npt.NDArray[np.bool_]:
+        """Append one sample per slot (distinct) and advance the accepted links' mode
+        detectors; returns which samples were accepted."""
+        accepted = self.append(slots, ts, values, now)
+        if self.fixed_mode is None and accepted.any():
+            moved = slots[accepted]
+            mode, candidate, streak = (self._writable(c) for c in ("mode", "candidate", "streak"))
+            m, c, s = mode[moved], candidate[moved], streak[moved]
+            self.tracker.update(self.windows(moved, DETECTOR_SAMPLES), m, c, s)
+            mode[moved], candidate[moved], streak[moved] = m, c, s
+        return accepted
+
+    def apply(self, change: StateChange) -> None:
+        """Make a published prediction's stream counts the links' own."""
+        self._writable("streams")[change.slots] = change.streams
+
+    def place(self, slots: npt.NDArray[np.intp], partitions: list[int]) -> None:
+        self._writable("partition")[slots] = partitions
+
+    def buckets(self, slots: npt.NDArray[np.intp], bucket_of: Callable[[str], int]) -> npt.NDArray[np.int8]:
+        """Each link's rollout bucket, computed once per link by bucket_of(link_id)."""
+        column = self._writable("bucket")
+        new = np.flatnonzero(column[slots] < 0)
+        if new.size:
+            column[slots[new]] = [bucket_of(str(self.link_id(s))) for s in slots[new].tolist()]
+        return column[slots]
+
+    def out_partitions(self, slots: npt.NDArray[np.intp],
+                       partition_of: Callable[[int], int]) -> npt.NDArray[np.int32]:
+        """Each link's output partition, computed once per link by partition_of(row)
+        (row: its index in slots)."""
+        column = self._writable("out_partition")
+        parts = column[slots]
+        missing = np.flatnonzero(parts < 0)
+        if missing.size:
+            parts[missing] = [partition_of(i) for i in missing.tolist()]
+            column[slots[missing]] = parts[missing]
+        return parts
+
+    def forget_out_partitions(self) -> None:
+        self._writable("out_partition").fill(-1)
+
+    def keep_pending(self, predictor: str, slots: npt.NDArray[np.intp], predicted: np.ndarray) -> None:
+        self._writable(f"pending_{predictor}")[slots] = predicted
+
+    def keep_pending_mode(self, slots: npt.NDArray[np.intp], modes: np.ndarray) -> None:
+        self._writable("pending_mode")[slots] = modes
+
+    def newest(self, link_id: str) -> float | None:
+        """The event time of the link's newest sample; None for a link not tracked."""
+        slot = self._slot_of.get(link_id)
+        return None if slot is None else float(self._newest_ts[slot])
+
+    def restore(self, sent: Iterable[Sent]) -> int:
+        """After the windows are replayed: give each link the stream count and pending
+        predictions of what it was sent for its newest sample (predictions for later
+        samples are for events to be predicted again). A link with no such prediction
+        keeps a fresh state, and its next prediction carries an id of its own. Returns
+        the links whose stream count was restored."""
+        streams, pending_mode = self._writable("streams"), self._writable("pending_mode")
+        restored = set()
+        for s in sent:
+            slot = self._slot_of.get(s.link_id)
+            if slot is None or s.ts != self._newest_ts[slot]:
+                continue
+            self._writable(f"pending_{s.predictor}")[slot] = s.predicted_mbps
+            if not s.shadow:
+                streams[slot] = s.streams
+                pending_mode[slot] = s.mode
+                restored.add(slot)
+        return len(restored)
