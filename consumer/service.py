@@ -451,10 +451,12 @@ class Service:
         async with self._lock:
             for tp in sorted(assigned):
                 replayed += await self._rebuild(tp)
+            restored = await self._restore_sent() if replayed else 0
             self._assigned |= assigned
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
-        log.info("assigned %d partitions; rebuilt windows from %d records in %.2f s",
-                 len(assigned), replayed, time.perf_counter() - started)
+        log.info("assigned %d partitions; rebuilt windows from %d records and the state of %d links "
+                 "from the predictions they were sent, in %.2f s",
+                 len(assigned), replayed, restored, time.perf_counter() - started)
 
     async def _rebuild(self, tp: TopicPartition) -> int:
         """Replay the partition's recent history before the committed offset into the windows.
@@ -482,20 +484,7 @@ class Service:
                     start = max(start, min(found[tp].offset, upto))
             if start >= upto:
                 return 0
-            self._history.assign([tp])
-            self._history.seek(tp, start)
-            records: list[ConsumerRecord] = []
-            # a busy broker may answer the first fetches empty: keep reading until the
-            # committed offset, within a time limit, rather than stop at the first empty poll
-            deadline = time.monotonic() + REBUILD_TIMEOUT_S
-            while await self._history.position(tp) < upto:
-                if time.monotonic() > deadline:
-                    log.warning("window rebuild for %s stopped after %.0f s at offset %d of %d; "
-                                "its links warm up again", tp, REBUILD_TIMEOUT_S,
-                                await self._history.position(tp), upto)
-                    break
-                got = await self._history.getmany(tp, timeout_ms=1000, max_records=5000)
-                records.extend(r for r in got.get(tp, []) if r.offset < upto)
+            records = await self._read(tp, start, upto)
             taken = await asyncio.get_running_loop().run_in_executor(
                 self._worker, self.processor.replay, records)
             self.metrics.windows_rebuilt.inc(len(records))
@@ -504,6 +493,61 @@ class Service:
             return int(taken)
         except KafkaError as exc:
             log.warning("could not rebuild windows for %s (%s); its links warm up again", tp, exc)
+            return 0
+
+    async def _read(self, tp: TopicPartition, start: int, upto: int | None) -> list[ConsumerRecord]:
+        """The records of tp from offset start up to upto (exclusive; None: to the end the
+        fetches report, since the embedded broker's end offset can be short of the last
+        batch), with the history consumer. A busy broker may answer the first fetches
+        empty: keep reading, within a time limit, rather than stop at the first empty poll."""
+        history = self._history
+        assert history is not None
+        history.assign([tp])
+        history.seek(tp, start)
+        records: list[ConsumerRecord] = []
+        deadline = time.monotonic() + REBUILD_TIMEOUT_S
+        while True:
+            end = history.highwater(tp) if upto is None else upto
+            position = await history.position(tp)
+            if end is not None and position >= end:
+                break
+            if time.monotonic() > deadline:
+                log.warning("reading %s stopped after %.0f s at offset %d of %s; its links warm up "
+                            "again", tp, REBUILD_TIMEOUT_S, position, end)
+                break
+            # short polls while the end is not known yet: an empty partition answers no records
+            got = await history.getmany(tp, timeout_ms=1000 if end else 100, max_records=5000)
+            records.extend(r for r in got.get(tp, []) if upto is None or r.offset < upto)
+        return records
+
+    async def _restore_sent(self) -> int:
+        """After the windows are rebuilt: each link's stream count and pending predictions
+        from the predictions it was sent, read back from the output topic's last
+        rebuild_seconds, so that a re-sent prediction is the one sent before."""
+        assert self._history is not None and self._producer is not None
+        c = self.config
+        if c.rebuild_max_records == 0 or c.rebuild_seconds == 0:
+            return 0
+        try:
+            partitions = await self._producer.partitions_for(c.output_topic)
+            tps = [TopicPartition(c.output_topic, p) for p in sorted(partitions)]
+            ends = await self._history.end_offsets(tps)  # at most one batch short: see _read
+            starts = {tp: max(0, ends[tp] - c.rebuild_max_records) for tp in tps}
+            with contextlib.suppress(KafkaError, ValueError):
+                since = int((time.time() - c.rebuild_seconds) * 1000)
+                found = await self._history.offsets_for_times({tp: since for tp in tps})
+                starts = {tp: None if found.get(tp) is None else max(starts[tp], found[tp].offset)
+                          for tp in tps}  # None: nothing sent since
+            restored = 0
+            for tp, start in starts.items():
+                if start is not None:
+                    records = await self._read(tp, start, None)
+                    restored += await asyncio.get_running_loop().run_in_executor(
+                        self._worker, self.processor.restore, records)
+            return restored
+        except KafkaError as exc:
+            log.warning("could not read back the predictions sent (%s); the rebuilt links start "
+                        "a fresh stream count", exc)
             return 0
 
     # -- models and flags --------------------------------------------------------------

@@ -61,12 +61,27 @@ def assert_nothing_lost(inputs: list[bytes], outputs: list[ConsumerRecord],
     if conflicting:
         key = next(iter(conflicting))
         same = [p for p in predictions(outputs) if (p["link_id"], p["ts"]) == key]
-        detail = [(p["source"], p["model_version"], p["predicted_bandwidth_mbps"]) for p in same]
+        detail = [(p["source"], p["model_version"], p["predicted_bandwidth_mbps"], p["allocation"])
+                  for p in same]
         raise AssertionError(f"{len(conflicting)} events got different prediction ids, e.g. {key}: {detail}")
+    assert_same_id_same_payload(outputs)
     dead_values = {r.value for r in dead}
     assert all(value in dead_values for value in bad), "a malformed event is not in the dead-letter topic"
     return {"valid": len(valid), "bad": len(bad), "predictions": len(outputs),
             "repeats": len(outputs) - len(by_event)}
+
+
+def assert_same_id_same_payload(outputs: list[ConsumerRecord]) -> int:
+    """A re-sent prediction is the same prediction: every message with a given id carries
+    the same payload, inference_ms aside. Returns the number of ids sent more than once."""
+    payloads: dict[str, set[bytes]] = defaultdict(set)
+    for p in predictions(outputs):
+        p.pop("inference_ms")
+        payloads[p["prediction_id"]].add(orjson.dumps(p, option=orjson.OPT_SORT_KEYS))
+    differing = {i: v for i, v in payloads.items() if len(v) > 1}
+    assert not differing, (f"{len(differing)} prediction ids carry differing payloads, e.g. "
+                           f"{sorted(next(iter(differing.values())))}")
+    return sum(1 for p in predictions(outputs)) - len(payloads)
 
 
 def read_results(bootstrap: str, topics: Topics) -> tuple[list[bytes], list[ConsumerRecord],
