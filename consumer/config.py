@@ -53,6 +53,10 @@ class ServiceConfig:
         "in shadow mode, publish here instead of the output topic (default: output topic, "
         "flagged shadow=true)"))
     group_id: str = field(default="pba-stream", metadata=_help("consumer group id"))
+    group_instance_id: str | None = field(default=None, metadata=_help(
+        "static group membership (KIP-345): a member restarted with the same id takes its "
+        "partitions back at once instead of after a rebalance (set one per pod, e.g. its "
+        "name; never the same for two running members)"))
     mode: str = field(default="auto", metadata=_help("prediction mode", choices=MODES))
     models: Path | None = field(default=None, metadata=_help(
         "models directory with manifest.json (default: the shipped models); a new set copied "

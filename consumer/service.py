@@ -143,6 +143,7 @@ class Service:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=c.group_id,
+            group_instance_id=c.group_instance_id,
             client_id="pba-stream",
             enable_auto_commit=False,
             auto_offset_reset=c.start_at,

@@ -98,3 +98,14 @@ def test_secrets_are_redacted_and_reach_the_kafka_client() -> None:
     kwargs = config.kafka_security()
     assert kwargs["sasl_plain_password"] == "hunter2"
     assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
+
+
+async def test_static_membership_is_off_unless_an_instance_id_is_given() -> None:
+    from consumer.service import Service
+
+    assert load_config(parse(), environ={}).group_instance_id is None
+    config = load_config(parse("--bootstrap", "k:9092"), environ={"PBA_GROUP_INSTANCE_ID": "pba-0"})
+    assert config.group_instance_id == "pba-0"
+    consumer, producer, history = Service(config)._clients()
+    assert consumer._group_instance_id == "pba-0" and history._group_instance_id is None
+    await producer.stop()

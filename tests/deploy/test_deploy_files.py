@@ -67,6 +67,14 @@ def test_kubernetes_deployment_has_probes_resources_and_graceful_termination() -
     assert "pba.toml" in config and "flags.toml" in config
 
 
+def test_every_setting_the_deployment_sets_is_one_the_service_reads() -> None:
+    from consumer.config import ServiceConfig, env_name
+
+    container = by_kind("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    known = {env_name(f) for f in ServiceConfig.__dataclass_fields__}
+    assert {e["name"] for e in container["env"]} <= known
+
+
 @pytest.mark.parametrize("kind", ["Service", "PodDisruptionBudget", "ScaledObject"])
 def test_kubernetes_objects_exist(kind: str) -> None:
     by_kind(kind)
