@@ -163,16 +163,18 @@ class Processor:
         (a batch publishes its live predictions before its shadow ones, so only the live
         ones come in event order). Returns the links restored."""
         store = self.pipeline.store
-        passed: set[bytes | None] = set()
+        passed: set[bytes] = set()
         found = []
         for record in reversed(records):
-            if record.key in passed:
+            key = record.key
+            if key is None or key in passed:
                 continue
-            newest = store.newest(record.key.decode(errors="replace")) if record.key else None
-            sent = _sent(record) if newest is not None else None
-            if sent is None or sent.link_id.encode() != record.key:
-                if newest is None:
-                    passed.add(record.key)
+            newest = store.newest(key.decode(errors="replace"))
+            if newest is None:  # not a link of the rebuilt partitions
+                passed.add(key)
+                continue
+            sent = _sent(record)
+            if sent is None or sent.link_id.encode() != key:
                 continue
             if sent.ts == newest:
                 found.append(sent)
