@@ -168,6 +168,9 @@ class Service:
             group_id=None,
             client_id="pba-stream-rebuild",
             enable_auto_commit=False,
+            # reading a partition to its end ends with a fetch that finds nothing new:
+            # the broker holds it this long (500 ms by default, per partition read back)
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **security,
         )
         return consumer, producer, history
@@ -449,18 +452,25 @@ class Service:
         replayed = 0
         # the lock keeps the main loop from predicting a new event of a link before that
         # link's history is back in its window (the fetcher starts as soon as we are assigned)
+        loop = asyncio.get_running_loop()
         async with self._lock:
-            for tp in sorted(assigned):
-                replayed += await self._rebuild(tp)
-            restored = await self._restore_sent() if replayed else 0
+            # the inference thread replays each partition while the next one, and then the
+            # predictions sent, are read: reading and decoding overlap
+            replays = [replay for tp in sorted(assigned) if (replay := await self._rebuild(tp))]
+            sent = await self._read_sent() if replays else []
+            replayed = sum([await replay for replay in replays])
+            restored = sum([await loop.run_in_executor(self._worker, self.processor.restore, records)
+                            for records in sent])
             self._assigned |= assigned
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
-        log.info("assigned %d partitions; rebuilt windows from %d records and the state of %d links "
-                 "from the predictions they were sent, in %.2f s",
-                 len(assigned), replayed, restored, time.perf_counter() - started)
+        log.info("assigned %d partitions; rebuilt windows from %d records and the state of %d links from "
+                 "the predictions they were sent (%d read back) in %.2f s", len(assigned), replayed,
+                 restored, sum(map(len, sent)), time.perf_counter() - started)
 
-    async def _rebuild(self, tp: TopicPartition) -> int:
-        """Replay the partition's recent history before the committed offset into the windows.
+    async def _rebuild(self, tp: TopicPartition) -> asyncio.Future[int] | None:
+        """Read the partition's recent history before the committed offset and hand it to
+        the inference thread to replay into the windows; returns the replay's future
+        (the number of samples taken), None when there is nothing to replay.
 
         A group without one that starts at the latest offset is placed at the partition's
         end here, and the history before that end is replayed: the windows then reach up
@@ -468,14 +478,14 @@ class Service:
         assert self._consumer is not None and self._history is not None
         c = self.config
         if c.rebuild_max_records == 0 or c.rebuild_seconds == 0:
-            return 0
+            return None
         try:
             upto = await self._consumer.committed(tp)
             if not upto and c.start_at == "latest":
                 upto = (await self._history.end_offsets([tp]))[tp]
                 self._consumer.seek(tp, upto)
             if not upto:
-                return 0
+                return None
             first = (await self._history.beginning_offsets([tp]))[tp]
             start = max(first, upto - c.rebuild_max_records)
             with contextlib.suppress(KafkaError, ValueError):
@@ -484,17 +494,14 @@ class Service:
                 if found.get(tp) is not None:
                     start = max(start, min(found[tp].offset, upto))
             if start >= upto:
-                return 0
+                return None
             records = await self._read(tp, start, upto)
-            taken = await asyncio.get_running_loop().run_in_executor(
-                self._worker, self.processor.replay, records)
             self.metrics.windows_rebuilt.inc(len(records))
-            log.debug("rebuilt %s from offsets %d..%d: %d records, %d samples taken",
-                      tp, start, upto, len(records), taken)
-            return int(taken)
+            log.debug("rebuilding %s from offsets %d..%d: %d records", tp, start, upto, len(records))
+            return asyncio.get_running_loop().run_in_executor(self._worker, self.processor.replay, records)
         except KafkaError as exc:
             log.warning("could not rebuild windows for %s (%s); its links warm up again", tp, exc)
-            return 0
+            return None
 
     async def _read(self, tp: TopicPartition, start: int, upto: int | None) -> list[ConsumerRecord]:
         """The records of tp from offset start up to upto (exclusive; None: to the end the
@@ -521,14 +528,12 @@ class Service:
             records.extend(r for r in got.get(tp, []) if upto is None or r.offset < upto)
         return records
 
-    async def _restore_sent(self) -> int:
-        """After the windows are rebuilt: each link's stream count and pending predictions
-        from the predictions it was sent, read back from the output topic's last
-        rebuild_seconds, so that a re-sent prediction is the one sent before."""
+    async def _read_sent(self) -> list[list[ConsumerRecord]]:
+        """The output topic's last rebuild_seconds, one list per partition: from what each
+        link was sent, the rebuild restores its stream count and pending predictions, so
+        that a re-sent prediction is the one sent before."""
         assert self._history is not None and self._producer is not None
         c = self.config
-        if c.rebuild_max_records == 0 or c.rebuild_seconds == 0:
-            return 0
         try:
             partitions = await self._producer.partitions_for(c.output_topic)
             tps = [TopicPartition(c.output_topic, p) for p in sorted(partitions)]
@@ -539,17 +544,11 @@ class Service:
                 found = await self._history.offsets_for_times({tp: since for tp in tps})
                 starts = {tp: None if found.get(tp) is None else max(starts[tp], found[tp].offset)
                           for tp in tps}  # None: nothing sent since
-            restored = 0
-            for tp, start in starts.items():
-                if start is not None:
-                    records = await self._read(tp, start, None)
-                    restored += await asyncio.get_running_loop().run_in_executor(
-                        self._worker, self.processor.restore, records)
-            return restored
+            return [await self._read(tp, start, None) for tp, start in starts.items() if start is not None]
         except KafkaError as exc:
             log.warning("could not read back the predictions sent (%s); the rebuilt links start "
                         "a fresh stream count", exc)
-            return 0
+            return []
 
     # -- models and flags --------------------------------------------------------------
 
