@@ -8,9 +8,9 @@ acknowledgement before fetching waits (backpressure).
 
 Rebalances: on revoke, the batch in progress finishes, everything in flight is
 acknowledged and committed, and the windows of revoked partitions are dropped. On assign,
-each partition's recent history before its committed offset is replayed into the windows
-(without publishing), so a moved or restarted link predicts with its model at once and a
-re-sent prediction repeats its id.
+consumer/rebuild.py replays each partition's recent history before its committed offset
+into the windows (without publishing) and reads back what each link was sent, so a moved
+or restarted link predicts with its model at once and a re-sent prediction is the first.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from consumer.flags import FlagsFile
 from consumer.health import HealthServer
 from consumer.metrics import Metrics
 from consumer.processor import BatchOutput, Outgoing, Processor, shorten_dead_letter
+from consumer.rebuild import Rebuild
 from consumer.topics import ensure_topics
 from consumer.watch import DirectoryWatch
 from predictor.engine import Engine
@@ -55,7 +56,6 @@ PRODUCER_BATCH_BYTES = 256 * 1024
 FETCH_MAX_WAIT_MS = 20
 PRODUCER_LINGER_MS = 2
 BROKER_PROBE_TIMEOUT_S = 2.0
-REBUILD_TIMEOUT_S = 30.0
 #: refusals that sending the same message again cannot overcome
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 #: allocations between young-generation collections (CPython's default is 700)
@@ -113,6 +113,7 @@ class Service:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._history: AIOKafkaConsumer | None = None
+        self._rebuild: Rebuild | None = None
         self._broker_ok = False
         self.bootstrap = config.bootstrap
         self._apply_flags()
@@ -194,6 +195,8 @@ class Service:
                 delay = min(delay * 2, 10.0)
                 continue
             self._consumer, self._producer, self._history = consumer, producer, history
+            self._rebuild = Rebuild(self.config, consumer, history, producer, self.processor, self._worker,
+                                    self.metrics)
             c = self.config
             topics = (c.input_topic, c.output_topic, c.dlq_topic, *filter(None, [c.shadow_topic]))
             await ensure_topics(self.bootstrap or "", topics, security=c.kafka_security())
@@ -449,106 +452,16 @@ class Service:
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.metrics.rebalances.labels("assign").inc()
         started = time.perf_counter()
-        replayed = 0
         # the lock keeps the main loop from predicting a new event of a link before that
         # link's history is back in its window (the fetcher starts as soon as we are assigned)
-        loop = asyncio.get_running_loop()
         async with self._lock:
-            # the inference thread replays each partition while the next one, and then the
-            # predictions sent, are read: reading and decoding overlap
-            replays = [replay for tp in sorted(assigned) if (replay := await self._rebuild(tp))]
-            sent = await self._read_sent() if replays else []
-            replayed = sum([await replay for replay in replays])
-            restored = sum([await loop.run_in_executor(self._worker, self.processor.restore, records)
-                            for records in sent])
+            assert self._rebuild is not None
+            replayed, restored, read_back = await self._rebuild.run(assigned)
             self._assigned |= assigned
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
         log.info("assigned %d partitions; rebuilt windows from %d records and the state of %d links from "
                  "the predictions they were sent (%d read back) in %.2f s", len(assigned), replayed,
-                 restored, sum(map(len, sent)), time.perf_counter() - started)
-
-    async def _rebuild(self, tp: TopicPartition) -> asyncio.Future[int] | None:
-        """Read the partition's recent history before the committed offset and hand it to
-        the inference thread to replay into the windows; returns the replay's future
-        (the number of samples taken), None when there is nothing to replay.
-
-        A group without one that starts at the latest offset is placed at the partition's
-        end here, and the history before that end is replayed: the windows then reach up
-        to exactly the first event it predicts."""
-        assert self._consumer is not None and self._history is not None
-        c = self.config
-        if c.rebuild_max_records == 0 or c.rebuild_seconds == 0:
-            return None
-        try:
-            upto = await self._consumer.committed(tp)
-            if not upto and c.start_at == "latest":
-                upto = (await self._history.end_offsets([tp]))[tp]
-                self._consumer.seek(tp, upto)
-            if not upto:
-                return None
-            first = (await self._history.beginning_offsets([tp]))[tp]
-            start = max(first, upto - c.rebuild_max_records)
-            with contextlib.suppress(KafkaError, ValueError):
-                found = await self._history.offsets_for_times(
-                    {tp: int((time.time() - c.rebuild_seconds) * 1000)})
-                if found.get(tp) is not None:
-                    start = max(start, min(found[tp].offset, upto))
-            if start >= upto:
-                return None
-            records = await self._read(tp, start, upto)
-            self.metrics.windows_rebuilt.inc(len(records))
-            log.debug("rebuilding %s from offsets %d..%d: %d records", tp, start, upto, len(records))
-            return asyncio.get_running_loop().run_in_executor(self._worker, self.processor.replay, records)
-        except KafkaError as exc:
-            log.warning("could not rebuild windows for %s (%s); its links warm up again", tp, exc)
-            return None
-
-    async def _read(self, tp: TopicPartition, start: int, upto: int | None) -> list[ConsumerRecord]:
-        """The records of tp from offset start up to upto (exclusive; None: to the end the
-        fetches report, since the embedded broker's end offset can be short of the last
-        batch), with the history consumer. A busy broker may answer the first fetches
-        empty: keep reading, within a time limit, rather than stop at the first empty poll."""
-        history = self._history
-        assert history is not None
-        history.assign([tp])
-        history.seek(tp, start)
-        records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + REBUILD_TIMEOUT_S
-        while True:
-            end = history.highwater(tp) if upto is None else upto
-            position = await history.position(tp)
-            if end is not None and position >= end:
-                break
-            if time.monotonic() > deadline:
-                log.warning("reading %s stopped after %.0f s at offset %d of %s; its links warm up "
-                            "again", tp, REBUILD_TIMEOUT_S, position, end)
-                break
-            # short polls while the end is not known yet: an empty partition answers no records
-            got = await history.getmany(tp, timeout_ms=1000 if end else 100, max_records=5000)
-            records.extend(r for r in got.get(tp, []) if upto is None or r.offset < upto)
-        return records
-
-    async def _read_sent(self) -> list[list[ConsumerRecord]]:
-        """The output topic's last rebuild_seconds, one list per partition: from what each
-        link was sent, the rebuild restores its stream count and pending predictions, so
-        that a re-sent prediction is the one sent before."""
-        assert self._history is not None and self._producer is not None
-        c = self.config
-        try:
-            partitions = await self._producer.partitions_for(c.output_topic)
-            tps = [TopicPartition(c.output_topic, p) for p in sorted(partitions)]
-            ends = await self._history.end_offsets(tps)  # at most one batch short: see _read
-            starts = {tp: max(0, ends[tp] - c.rebuild_max_records) for tp in tps}
-            with contextlib.suppress(KafkaError, ValueError):
-                since = int((time.time() - c.rebuild_seconds) * 1000)
-                found = await self._history.offsets_for_times({tp: since for tp in tps})
-                starts = {tp: None if found.get(tp) is None else max(starts[tp], found[tp].offset)
-                          for tp in tps}  # None: nothing sent since
-            return [await self._read(tp, start, None) for tp, start in starts.items() if start is not None]
-        except KafkaError as exc:
-            log.warning("could not read back the predictions sent (%s); the rebuilt links start "
-                        "a fresh stream count", exc)
-            return []
+                 restored, read_back, time.perf_counter() - started)
 
     # -- models and flags --------------------------------------------------------------
 
