@@ -10,8 +10,6 @@ import math
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -20,13 +18,15 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from consumer.config import ServiceConfig
-from consumer.drift import PageHinkley
-from consumer.flags import Flags, rollout_bucket
+from consumer.dead_letters import dead_letters, without_frames
+from consumer.flags import Flags
+from consumer.messages import BatchOutput, Outgoing
 from consumer.metrics import Metrics
+from consumer.routing import route
+from consumer.scoring import Scoring
 from predictor.allocation import ACTION_NAMES
-from predictor.confidence import HIT_TOLERANCE
 from predictor.engine import MODEL, SOURCE_NAMES
-from predictor.linkstate import PREDICTORS, Sent
+from predictor.linkstate import Sent
 from predictor.modes import MODE_CODES, MODE_NAMES
 from predictor.pipeline import Captured, Pipeline, Round
 from predictor.window import MEASURED_CHANNELS
@@ -41,48 +41,6 @@ V1_VERSION = "v1-last-value"
 _PARTITIONER = DefaultPartitioner()
 
 
-Headers = list[tuple[str, bytes]]
-
-
-class Message(NamedTuple):
-    """One message of a BatchOutput, for reading it (tests, tools); the service sends columns."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: Headers | None
-
-
-@dataclass
-class Outgoing:
-    """Messages for one topic, column by column: no object per message on the hot path."""
-
-    topic: str
-    keys: list[bytes | None]
-    values: list[bytes]
-    arrival_ms: npt.NDArray[np.int64]  # Kafka timestamps of the input records
-    #: mode code per message, for the end-to-end latency metric; None for dead letters
-    modes: npt.NDArray[np.int8] | None = None
-    #: partition per message (the key's, as Kafka's default partitioner picks it); None:
-    #: left to the producer
-    partitions: npt.NDArray[np.int32] | None = None
-    headers: list[Headers] | None = None
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-
-@dataclass
-class BatchOutput:
-    messages: list[Outgoing] = field(default_factory=list)
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
-
-    def each(self) -> list[Message]:
-        """Every message, in the order produced."""
-        return [Message(o.topic, o.keys[i], o.values[i], o.headers[i] if o.headers else None)
-                for o in self.messages for i in range(len(o))]
-
-
 class Processor:
     def __init__(self, pipeline: Pipeline, config: ServiceConfig, metrics: Metrics) -> None:
         self.pipeline = pipeline
@@ -90,7 +48,7 @@ class Processor:
         self.metrics = metrics
         self.flags = Flags()
         self.output_partitions = 0  # partitions of the output topic, 0 = not known (yet)
-        self.drift = {mode: PageHinkley() for mode in MODE_NAMES}
+        self.scoring = Scoring(metrics)
         self._switches_seen = 0
         self._cap_logged = -math.inf
         self._misrouted_logged = -math.inf
@@ -109,9 +67,9 @@ class Processor:
             try:
                 events.append((self._decode(record.value, latest), record))
             except EventError as exc:
-                dead.append((record, _without_frames(exc)))
+                dead.append((record, without_frames(exc)))
         if dead:
-            out.messages.append(self._dead_letters(dead))
+            out.messages.append(dead_letters(dead, self.config.dlq_topic, self.metrics))
         self._check_keys(events)
         self.metrics.events_consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
@@ -226,21 +184,8 @@ class Processor:
         batch, kept, actual = self._observe(rounds, now)
         if batch is None:
             return
-        pipeline, flags = self.pipeline, self.flags
-        if flags.shadow or flags.kill_switch:
-            v3 = np.zeros(len(batch), dtype=bool)
-        else:
-            v3 = pipeline.store.buckets(batch.slots, rollout_bucket) < flags.rollout_percent
-        made = []
-        for predictor, rows in (("v3", np.flatnonzero(v3)), ("v1", np.flatnonzero(~v3))):
-            if rows.size:
-                live = pipeline.predict_captured(batch.take(rows), use_models=predictor == "v3")
-                pipeline.apply(live)  # only what is published live changes a link's state
-                made.append((predictor, False, rows, live))
-        if flags.shadow:  # v3 beside v1, each row from the state v1 had before it
-            (_, _, every, v1), = made
-            made.append(("v3", True, every, pipeline.predict_captured(batch, prior_streams=v1.prior_streams)))
-        self._score(batch, actual, made)
+        made = route(self.pipeline, self.flags, batch)
+        self.scoring.score(self.pipeline.store, batch, actual, made)
         for predictor, shadow, rows, predicted in made:
             self._emit(predicted, [kept[i] for i in rows.tolist()], predictor, shadow, out)
 
@@ -330,53 +275,6 @@ class Processor:
             self.pipeline.store.forget_out_partitions()
             self.output_partitions = count
 
-    def _score(self, batch: Captured, actual: np.ndarray,
-               made: list[tuple[str, bool, npt.NDArray[np.intp], Round]]) -> None:
-        """Score each link's previous prediction now that its next sample has arrived: the
-        one kept from an earlier batch, or the one made for the round before in this one.
-        Afterwards each link's latest prediction is kept for its next sample."""
-        store = self.pipeline.store
-        n = len(batch)
-        previous, last = _previous_rows(batch.slots, batch.rounds)
-        first = previous < 0
-        mode_now = np.zeros(n, dtype=np.int8)  # the link's mode, whichever predictor served it
-        for _, _, rows, predicted in made:
-            mode_now[rows] = predicted.result.mode
-        pending_mode = store.column("pending_mode")
-        modes = np.where(first, pending_mode[batch.slots], mode_now[previous])
-        for predictor in PREDICTORS:
-            now_predicted = np.full(n, np.nan, dtype=np.float32)
-            for name, _, rows, predicted in made:
-                if name == predictor:
-                    now_predicted[rows] = predicted.result.predicted_mbps
-            pending = store.column(f"pending_{predictor}")
-            before = np.where(first, pending[batch.slots], now_predicted[previous])
-            store.keep_pending(predictor, batch.slots[last], now_predicted[last])
-            scored = ~np.isnan(before) & (actual > 0)
-            if not scored.any():
-                continue
-            error = np.abs(before[scored] - actual[scored]) / actual[scored]
-            for code in np.unique(modes[scored]).tolist():
-                mode = MODE_NAMES[code]
-                sel = modes[scored] == code
-                self.metrics.scored.labels(mode, predictor).inc(int(sel.sum()))
-                self.metrics.hits.labels(mode, predictor).inc(int((error[sel] < HIT_TOLERANCE).sum()))
-                self.metrics.abs_pct_error.observe((mode, predictor), error[sel])
-                if predictor == "v3":
-                    self._update_drift(mode, error[sel])
-        store.keep_pending_mode(batch.slots[last], mode_now[last])
-
-    def _update_drift(self, mode: str, errors: np.ndarray) -> None:
-        detector = self.drift[mode]
-        was = detector.drifting
-        now = detector.update(errors)
-        self.metrics.drift.labels(mode).set(1 if now else 0)
-        if now and not was:
-            log.warning("drift: %s prediction error rose and stays high (baseline mean APE %.3f); "
-                        "check the links or retrain", mode, detector.baseline)
-        elif was and not now:
-            log.warning("drift: %s prediction error is back to its earlier level", mode)
-
     def _after_batch(self) -> None:
         store = self.pipeline.store
         self.metrics.links_tracked.set(len(store))
@@ -396,59 +294,6 @@ class Processor:
         elif len(store) < store.max_links:
             self.metrics.link_cap_reached.set(0)
 
-    def _dead_letters(self, dead: list[tuple[ConsumerRecord, EventError]]) -> Outgoing:
-        """The original bytes and key, with why they were refused and where they came from."""
-        headers = []
-        for record, error in dead:
-            self.metrics.events_invalid.labels(error.reason).inc()
-            headers.append([
-                ("pba.error.reason", error.reason.encode()),
-                ("pba.error.message", str(error)[:500].encode()),
-                ("pba.error.field", (error.field or "").encode()),
-                ("pba.source.topic", record.topic.encode()),
-                ("pba.source.partition", str(record.partition).encode()),
-                ("pba.source.offset", str(record.offset).encode()),
-                *((k, v) for k, v in (record.headers or ()) if not k.startswith("pba.")),
-            ])
-        return Outgoing(
-            self.config.dlq_topic,
-            [record.key for record, _ in dead],
-            [record.value or b"" for record, _ in dead],
-            np.array([record.timestamp for record, _ in dead], dtype=np.int64),
-            headers=headers,
-        )
-
-
-#: the header of a shortened dead letter that says what it left out
-OMITTED_HEADER = "pba.error.omitted"
-#: a refused dead letter keeps its key up to this size
-KEPT_KEY_BYTES = 1024
-
-
-def shorten_dead_letter(messages: Outgoing, row: int, why: str) -> bool:
-    """Drop the original value (and the record's own headers, and a key over
-    KEPT_KEY_BYTES) from a dead letter that the dead-letter topic refuses for its size,
-    saying what was dropped: its pba.source.* headers still name where the original is.
-    False when it was shortened already (nothing more to drop)."""
-    assert messages.headers is not None, "only dead letters carry headers"
-    headers = messages.headers[row]
-    if any(name == OMITTED_HEADER for name, _ in headers):
-        return False
-    dropped = [f"the value ({len(messages.values[row])} bytes)"]
-    key = messages.keys[row]
-    if key is not None and len(key) > KEPT_KEY_BYTES:
-        dropped.append(f"the key ({len(key)} bytes)")
-        messages.keys[row] = None
-    own = [(name, value) for name, value in headers if name.startswith("pba.")]
-    if len(own) < len(headers):
-        dropped.append("the record's headers")
-    messages.values[row] = b""
-    messages.headers[row] = [*own, (OMITTED_HEADER, (
-        f"{', '.join(dropped)}: {why}; the original is at pba.source.topic / partition / offset"
-    ).encode()[:500])]
-    return True
-
-
 def _sent(record: ConsumerRecord) -> Sent | None:
     """A prediction read back from the predictions topic; None for anything else."""
     try:
@@ -458,16 +303,6 @@ def _sent(record: ConsumerRecord) -> Sent | None:
                     MODE_CODES[p["mode"]])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
-
-
-def _without_frames(error: EventError) -> EventError:
-    """The error without its traceback and context. Kept in a list that the catching
-    frame holds, they make a reference cycle (traceback -> frame -> list -> error) that
-    keeps the whole batch alive until a full collection: resident memory crept up under
-    hostile input once collections became rarer."""
-    error.__traceback__ = None
-    error.__context__ = None
-    return error
 
 
 def _rounds(
@@ -499,14 +334,3 @@ def _finite(values: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
     return np.where(np.isfinite(values) & (values >= 0), values, 0.0)
 
 
-def _previous_rows(slots: npt.NDArray[np.intp], rounds: npt.NDArray[np.intp],
-                   ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
-    """For each row, the row of the same link in the round before (-1 for its first row
-    in the batch), and whether the row is the link's last in the batch."""
-    order = np.lexsort((rounds, slots))  # by link, then round
-    same = slots[order][1:] == slots[order][:-1]
-    previous = np.full(len(slots), -1, dtype=np.intp)
-    previous[order[1:][same]] = order[:-1][same]
-    last = np.ones(len(slots), dtype=bool)
-    last[order[:-1][same]] = False
-    return previous, last

@@ -32,10 +32,12 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooL
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from consumer.config import ServiceConfig
+from consumer.dead_letters import shorten_dead_letter
 from consumer.flags import FlagsFile
 from consumer.health import HealthServer
+from consumer.messages import BatchOutput, Outgoing
 from consumer.metrics import Metrics
-from consumer.processor import BatchOutput, Outgoing, Processor, shorten_dead_letter
+from consumer.processor import Processor
 from consumer.rebuild import Rebuild
 from consumer.topics import ensure_topics
 from consumer.watch import DirectoryWatch

@@ -15,9 +15,11 @@ import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from consumer.config import ServiceConfig
+from consumer.dead_letters import KEPT_KEY_BYTES, OMITTED_HEADER, shorten_dead_letter
 from consumer.flags import Flags
+from consumer.messages import Message
 from consumer.metrics import Metrics
-from consumer.processor import KEPT_KEY_BYTES, OMITTED_HEADER, Message, Processor, shorten_dead_letter
+from consumer.processor import Processor
 from predictor.engine import Engine
 from predictor.pipeline import Pipeline
 from predictor.runtime import load_models
