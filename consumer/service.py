@@ -1,8 +1,8 @@
 """`pba run`: the streaming service, all of its I/O.
 
-Flow: getmany() -> Processor.process (in the one inference thread) -> produce predictions
-and dead letters -> when every message of a batch is acknowledged, commit the batch's
-offsets (at-least-once). While one batch is in inference the event loop publishes the one
+Flow: clients.py connects -> getmany() -> Processor.process (in the one inference
+thread) -> checkpoint.py produces predictions and dead letters and, when every message
+of a batch is acknowledged, commits the batch's offsets (at-least-once). While one batch is in inference the event loop publishes the one
 before it; batches are published and committed in order; at most `max_in_flight` wait for
 acknowledgement before fetching waits (backpressure).
 
@@ -21,21 +21,19 @@ import gc
 import logging
 import signal
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from consumer.checkpoint import Checkpoint
+from consumer.clients import connect
 from consumer.config import ServiceConfig
-from consumer.dead_letters import shorten_dead_letter
 from consumer.flags import FlagsFile
 from consumer.health import HealthServer
-from consumer.messages import BatchOutput, Outgoing
+from consumer.messages import BatchOutput
 from consumer.metrics import Metrics
 from consumer.processor import Processor
 from consumer.rebuild import Rebuild
@@ -43,7 +41,6 @@ from consumer.topics import ensure_topics
 from consumer.watch import DirectoryWatch
 from predictor.engine import Engine
 from predictor.manifest import DEFAULT_MODELS_DIR, ManifestError
-from predictor.modes import MODE_NAMES
 from predictor.pipeline import Pipeline, models_for_mode
 from predictor.runtime import ModelError, ModelSet, SessionSettings, load_models
 
@@ -51,15 +48,7 @@ log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 100
 HOUSEKEEPING_S = 1.0
-SEND_RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
-PRODUCER_BATCH_BYTES = 256 * 1024
-#: brokers that do not wake a waiting fetch on new data (Tansu) would otherwise add up to
-#: the default 500 ms to every event's latency
-FETCH_MAX_WAIT_MS = 20
-PRODUCER_LINGER_MS = 2
 BROKER_PROBE_TIMEOUT_S = 2.0
-#: refusals that sending the same message again cannot overcome
-TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 #: allocations between young-generation collections (CPython's default is 700)
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -78,26 +67,6 @@ def tune_garbage_collection() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-@dataclass
-class _Chunk:
-    """Messages handed to the producer together: one record batch for one partition, or
-    one message left to the producer's partitioner. Kept to send again on failure."""
-
-    messages: Outgoing
-    rows: list[int]
-    partition: int | None
-
-
-@dataclass
-class _InFlight:
-    chunks: list[_Chunk]
-    offsets: dict[TopicPartition, int]
-    futures: list[asyncio.Future[Any]]
-    done: asyncio.Future[Any] | None = None
-    acked_at: float = 0.0
-    attempts: int = 0
-
-
 class Service:
     def __init__(self, config: ServiceConfig, metrics: Metrics | None = None) -> None:
         self.config = config
@@ -108,7 +77,7 @@ class Service:
         self.processor = Processor(self.pipeline, config, self.metrics)
         self.flags = FlagsFile(config.flags_file)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pba-inference")
-        self._in_flight: deque[_InFlight] = deque()
+        self._checkpoint: Checkpoint | None = None
         self._pending: asyncio.Future[BatchOutput] | None = None  # the batch in inference
         self._lock = asyncio.Lock()
         self._assigned: set[TopicPartition] = set()
@@ -140,73 +109,27 @@ class Service:
             return False, "no models loaded"
         return True, f"{len(self._assigned)} partitions, models {sorted(self.models.models) or 'fallback'}"
 
-    def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer, AIOKafkaConsumer]:
-        c = self.config
-        security = c.kafka_security()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=c.group_id,
-            group_instance_id=c.group_instance_id,
-            client_id="pba-stream",
-            enable_auto_commit=False,
-            auto_offset_reset=c.start_at,
-            max_partition_fetch_bytes=max(1 << 20, c.max_event_bytes * 64),
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            session_timeout_ms=int(c.session_timeout_s * 1000),
-            heartbeat_interval_ms=max(100, int(c.session_timeout_s * 1000 / 3)),
-            **security,
-        )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            client_id="pba-stream",
-            acks="all",
-            linger_ms=PRODUCER_LINGER_MS,
-            max_batch_size=PRODUCER_BATCH_BYTES,
-            compression_type=None if c.compression == "none" else c.compression,
-            enable_idempotence=c.idempotent,
-            **security,
-        )
-        history = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            client_id="pba-stream-rebuild",
-            enable_auto_commit=False,
-            # reading a partition to its end ends with a fetch that finds nothing new:
-            # the broker holds it this long (500 ms by default, per partition read back)
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            **security,
-        )
-        return consumer, producer, history
-
     async def _start_clients(self, stop: asyncio.Event) -> bool:
-        """Connect, retrying with backoff while the broker is unreachable (no crash loop)."""
-        delay = 0.5
-        while not stop.is_set():
-            consumer, producer, history = self._clients()
-            try:
-                await producer.start()
-                await history.start()
-                await consumer.start()
-            except KafkaError as exc:
-                log.warning("cannot reach Kafka at %s (%s); retrying in %.1f s", self.bootstrap, exc, delay)
-                for client in (consumer, producer, history):
-                    with contextlib.suppress(Exception):
-                        await client.stop()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            self._consumer, self._producer, self._history = consumer, producer, history
-            self._rebuild = Rebuild(self.config, consumer, history, producer, self.processor, self._worker,
-                                    self.metrics)
-            c = self.config
-            topics = (c.input_topic, c.output_topic, c.dlq_topic, *filter(None, [c.shadow_topic]))
-            await ensure_topics(self.bootstrap or "", topics, security=c.kafka_security())
-            await self._update_output_partitions()
-            consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
-            self._broker_ok = True
-            return True
-        return False
+        """Connect (retrying while the broker is unreachable), make sure the topics exist
+        and join the group."""
+        clients = await connect(self.config, self.bootstrap or "", stop)
+        if clients is None:
+            return False
+        self._consumer, self._producer, self._history = clients
+        self._rebuild = Rebuild(self.config, clients.consumer, clients.history, clients.producer,
+                                self.processor, self._worker, self.metrics)
+        self._checkpoint = Checkpoint(clients.producer, clients.consumer, self.metrics,
+                                      lambda: self._assigned, self._send_failed)
+        c = self.config
+        topics = (c.input_topic, c.output_topic, c.dlq_topic, *filter(None, [c.shadow_topic]))
+        await ensure_topics(self.bootstrap or "", topics, security=c.kafka_security())
+        await self._update_output_partitions()
+        clients.consumer.subscribe([c.input_topic], listener=_Rebalance(self))
+        self._broker_ok = True
+        return True
+
+    def _send_failed(self) -> None:
+        self._broker_ok = False
 
     async def run(self, stop: asyncio.Event) -> None:
         server = None
@@ -254,6 +177,8 @@ class Service:
         """
         loop = asyncio.get_running_loop()
         batch_max = self.config.batch_max
+        checkpoint = self._checkpoint
+        assert checkpoint is not None
         while not stop.is_set():
             running = self._pending
             records = await self._poll(0 if running else POLL_TIMEOUT_MS, batch_max)
@@ -275,9 +200,9 @@ class Service:
                 if records:
                     self._pending = loop.run_in_executor(self._worker, self.processor.process, records)
                 if finished is not None:
-                    await self._publish(finished)
+                    await checkpoint.publish(finished)
                 idle = not records and finished is None
-                await self._complete(block=idle or len(self._in_flight) >= self.config.max_in_flight)
+                await checkpoint.complete(block=idle or len(checkpoint) >= self.config.max_in_flight)
 
     async def _poll(self, timeout_ms: int, max_records: int) -> list[ConsumerRecord] | None:
         """Records from the consumer (none asked when max_records < 1); None when the
@@ -299,143 +224,13 @@ class Service:
         running, self._pending = self._pending, None
         return None if running is None else await running
 
-    async def _publish(self, output: BatchOutput) -> None:
-        chunks = [chunk for messages in output.messages for chunk in _chunks(messages)]
-        batch = _InFlight(chunks, output.offsets, [await self._send(c) for c in chunks])
-        self._watch(batch)
-        self._in_flight.append(batch)
-
-    @staticmethod
-    def _watch(batch: _InFlight) -> None:
-        """One future for the whole batch; its completion time is the acknowledgement time."""
-
-        def acknowledged(_: asyncio.Future[Any]) -> None:
-            batch.acked_at = time.time()
-
-        batch.done = asyncio.ensure_future(asyncio.gather(*batch.futures, return_exceptions=True))
-        batch.done.add_done_callback(acknowledged)
-
-    async def _send(self, chunk: _Chunk) -> asyncio.Future[Any]:
-        """Hand a chunk to the producer: a whole record batch at once where the partition
-        is known (one call instead of one per message). The future fails, rather than this
-        call, when the producer refuses the chunk (e.g. its queue for the partition did
-        not drain within the request timeout while the broker was away): the chunk is
-        then sent again like one whose delivery failed, instead of stopping the service."""
-        producer = self._producer
-        assert producer is not None
-        m = chunk.messages
-        try:
-            if chunk.partition is None:
-                (row,) = chunk.rows
-                return await producer.send(m.topic, m.values[row], key=m.keys[row],
-                                           headers=m.headers[row] if m.headers else None)
-            builder = producer.create_batch()
-            for row in chunk.rows:
-                if builder.append(key=m.keys[row], value=m.values[row], timestamp=None) is None:
-                    raise ValueError(f"message {row} for {m.topic} does not fit a record batch")
-            return await producer.send_batch(builder, m.topic, partition=chunk.partition)
-        except KafkaError as exc:
-            refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            refused.set_exception(exc)
-            return refused
-
-    async def _complete(self, block: bool) -> None:
-        """Commit every leading batch whose messages are all acknowledged; with block, wait
-        for at least the oldest (backpressure when too much is in flight)."""
-        self.metrics.paused.set(1 if block and self._in_flight else 0)
-        while self._in_flight:
-            batch = self._in_flight[0]
-            assert batch.done is not None
-            if not batch.done.done():
-                if not block:
-                    return
-                await batch.done
-            results = batch.done.result()
-            failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
-            if failed:
-                await self._resend(batch, failed)
-                continue
-            self._in_flight.popleft()
-            self._observe_latency(batch)
-            await self._commit(batch.offsets)
-            block = False
-
-    async def _resend(self, batch: _InFlight, failed: list[int]) -> None:
-        """Publishing failed after the producer's own retries: try again, with backoff,
-        without committing. Nothing is skipped; a stuck broker stalls the service instead.
-        A dead letter refused for its size goes again at once, shortened."""
-        assert batch.done is not None
-        errors = batch.done.result()
-        waiting = [i for i in failed
-                   if not (isinstance(errors[i], TOO_LARGE) and self._shorten(batch.chunks[i], errors[i]))]
-        if waiting:
-            delay = SEND_RETRY_BACKOFF_S[min(batch.attempts, len(SEND_RETRY_BACKOFF_S) - 1)]
-            batch.attempts += 1
-            count = sum(len(batch.chunks[i].rows) for i in waiting)
-            log.warning("%d messages not acknowledged (%s); resending in %.1f s",
-                        count, errors[waiting[0]], delay)
-            self._broker_ok = False
-            await asyncio.sleep(delay)
-        for i in failed:
-            batch.futures[i] = await self._send(batch.chunks[i])
-        self._watch(batch)
-
-    def _shorten(self, chunk: _Chunk, error: BaseException) -> bool:
-        """A message refused for its size is refused again on every retry, and the offsets
-        behind it would never be committed. Only a dead letter can be that large (an input
-        message bigger than the dead-letter topic takes): it goes out without the
-        original's bytes, which stay readable at the source offset its headers name."""
-        m = chunk.messages
-        if m.headers is None:
-            return False
-        shortened = False
-        for row in chunk.rows:
-            size = len(m.values[row])
-            if shorten_dead_letter(m, row, f"{m.topic} refused the size ({error})"):
-                shortened = True
-                self.metrics.dead_letters_shortened.inc()
-                source = {name: value.decode() for name, value in m.headers[row]
-                          if name.startswith("pba.source.")}
-                log.error("dead letter of %d bytes from %s[%s] offset %s refused by %s for its size; "
-                          "published without its value", size, source.get("pba.source.topic"),
-                          source.get("pba.source.partition"), source.get("pba.source.offset"), m.topic)
-        return shortened
-
-    def _observe_latency(self, batch: _InFlight) -> None:
-        acked_ms = (batch.acked_at or time.time()) * 1000.0
-        for chunk in batch.chunks:
-            m = chunk.messages
-            if m.modes is None:
-                continue
-            rows = np.array(chunk.rows, dtype=np.intp)
-            arrival, modes = m.arrival_ms[rows], m.modes[rows]
-            seconds = np.maximum(0.0, acked_ms - arrival) / 1000.0
-            for code in np.unique(modes).tolist():
-                sel = (modes == code) & (arrival > 0)
-                self.metrics.end_to_end_seconds.observe((MODE_NAMES[code],), seconds[sel])
-
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        assert self._consumer is not None
-        owned = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items() if tp in self._assigned}
-        if not owned:
-            return
-        started = time.perf_counter()
-        try:
-            await self._consumer.commit(owned)
-        except KafkaError as exc:
-            # the events stay uncommitted and are predicted again (same ids) after a restart
-            self.metrics.commit_failures.inc()
-            log.warning("offset commit failed (%s); those events will be re-read later", exc)
-            return
-        self.metrics.commit_seconds.observe(time.perf_counter() - started)
-
     async def _drain(self) -> None:
+        """Finish the batch in inference, publish it, and wait until all is committed."""
+        assert self._checkpoint is not None
         finished = await self._take_pending()
         if finished is not None:
-            await self._publish(finished)
-        await self._complete(block=True)
-        while self._in_flight:
-            await self._complete(block=True)
+            await self._checkpoint.publish(finished)
+        await self._checkpoint.drain()
 
     # -- rebalance -------------------------------------------------------------------
 
@@ -575,31 +370,6 @@ class Service:
             with contextlib.suppress(Exception):
                 position = await asyncio.wait_for(consumer.position(tp), 0.5)
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(max(0, high - position))
-
-
-#: Bytes of keys and values per record batch handed to the producer: half its
-#: max_batch_size, leaving room for the per-record framing.
-CHUNK_BYTES = PRODUCER_BATCH_BYTES // 2
-
-
-def _chunks(messages: Outgoing) -> list[_Chunk]:
-    """Split messages into producer calls: per partition, in order, CHUNK_BYTES at most."""
-    if messages.partitions is None:
-        return [_Chunk(messages, [row], None) for row in range(len(messages))]
-    chunks = []
-    keys, values = messages.keys, messages.values
-    for partition in np.unique(messages.partitions).tolist():
-        rows: list[int] = []
-        size = 0
-        for row in np.flatnonzero(messages.partitions == partition).tolist():
-            length = len(values[row]) + len(keys[row] or b"")
-            if rows and size + length > CHUNK_BYTES:
-                chunks.append(_Chunk(messages, rows, partition))
-                rows, size = [], 0
-            rows.append(row)
-            size += length
-        chunks.append(_Chunk(messages, rows, partition))
-    return chunks
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -101,11 +101,11 @@ def test_secrets_are_redacted_and_reach_the_kafka_client() -> None:
 
 
 async def test_static_membership_is_off_unless_an_instance_id_is_given() -> None:
-    from consumer.service import Service
+    from consumer.clients import make_clients
 
     assert load_config(parse(), environ={}).group_instance_id is None
     config = load_config(parse("--bootstrap", "k:9092"), environ={"PBA_GROUP_INSTANCE_ID": "pba-0"})
     assert config.group_instance_id == "pba-0"
-    consumer, producer, history = Service(config)._clients()
+    consumer, producer, history = make_clients(config, "k:9092")
     assert consumer._group_instance_id == "pba-0" and history._group_instance_id is None
     await producer.stop()
