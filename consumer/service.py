@@ -2,9 +2,10 @@
 
 Flow: clients.py connects -> getmany() -> Processor.process (in the one inference
 thread) -> checkpoint.py produces predictions and dead letters and, when every message
-of a batch is acknowledged, commits the batch's offsets (at-least-once). While one batch is in inference the event loop publishes the one
-before it; batches are published and committed in order; at most `max_in_flight` wait for
-acknowledgement before fetching waits (backpressure).
+of a batch is acknowledged, commits the batch's offsets (at-least-once). While one
+batch is in inference the event loop publishes the one before it; batches are
+published and committed in order; at most `max_in_flight` wait for acknowledgement
+before fetching waits (backpressure).
 
 Rebalances: on revoke, the batch in progress finishes, everything in flight is
 acknowledged and committed, and the windows of revoked partitions are dropped. On assign,
@@ -33,22 +34,23 @@ from consumer.clients import connect
 from consumer.config import ServiceConfig
 from consumer.flags import FlagsFile
 from consumer.health import HealthServer
+from consumer.housekeeping import broker_answers, partition_count, update_lag
 from consumer.messages import BatchOutput
 from consumer.metrics import Metrics
 from consumer.processor import Processor
 from consumer.rebuild import Rebuild
+from consumer.serving import apply_flags, load_model_set, report_models, versions
 from consumer.topics import ensure_topics
 from consumer.watch import DirectoryWatch
 from predictor.engine import Engine
 from predictor.manifest import DEFAULT_MODELS_DIR, ManifestError
-from predictor.pipeline import Pipeline, models_for_mode
-from predictor.runtime import ModelError, ModelSet, SessionSettings, load_models
+from predictor.pipeline import Pipeline
+from predictor.runtime import ModelError, ModelSet
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 100
 HOUSEKEEPING_S = 1.0
-BROKER_PROBE_TIMEOUT_S = 2.0
 #: allocations between young-generation collections (CPython's default is 700)
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -71,8 +73,8 @@ class Service:
     def __init__(self, config: ServiceConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
-        self.models: ModelSet = self._load_models(allow_fallback=config.allow_fallback)
-        self._report_models()
+        self.models: ModelSet = load_model_set(config, allow_fallback=config.allow_fallback)
+        report_models(self.models, config, self.metrics)
         self.pipeline = Pipeline(Engine(self.models), config.mode, config.max_links)
         self.processor = Processor(self.pipeline, config, self.metrics)
         self.flags = FlagsFile(config.flags_file)
@@ -89,16 +91,12 @@ class Service:
         self.bootstrap = config.bootstrap
         self._apply_flags()
 
-    # -- start-up and shutdown -------------------------------------------------------
+    def _apply_flags(self) -> None:
+        """The flags file's flags from the next batch on (in the inference thread)."""
+        apply_flags(self.flags.flags, self.config, self.models, self.pipeline)
+        self.processor.flags = self.flags.flags
 
-    def _report_models(self) -> None:
-        versions = {mode: model.version for mode, model in self.models.models.items()}
-        self.metrics.model_info.info({k: v for k, v in versions.items()} or {"none": "fallback"})
-        for mode in models_for_mode(self.config.mode):
-            failed = mode in self.models.unavailable
-            self.metrics.fallback_active.labels(mode).set(1 if failed else 0)
-            if failed:
-                self.metrics.model_load_failures.inc()
+    # -- start-up and shutdown -------------------------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
         if not self._broker_ok:
@@ -268,43 +266,16 @@ class Service:
         running models stay."""
         loop = asyncio.get_running_loop()
         try:
-            models = await loop.run_in_executor(None, self._load_models, False)
+            models = await loop.run_in_executor(None, load_model_set, self.config, False)
         except (ManifestError, ModelError) as exc:
             self.metrics.model_load_failures.inc()
-            log.error("model reload refused, keeping %s: %s", self._versions(), exc)
+            log.error("model reload refused, keeping %s: %s", versions(self.models), exc)
             return False
         await loop.run_in_executor(self._worker, self.pipeline.swap_engine, Engine(models))
-        old = self._versions()
-        self.models = models
-        self._report_models()
-        log.warning("models reloaded: %s -> %s", old, self._versions())
+        old, self.models = self.models, models
+        report_models(models, self.config, self.metrics)
+        log.warning("models reloaded: %s -> %s", versions(old), versions(models))
         return True
-
-    def _load_models(self, allow_fallback: bool) -> ModelSet:
-        """Start-up may fall back per the config; a reload must be complete or is refused."""
-        return load_models(
-            self.config.models,
-            models_for_mode(self.config.mode),
-            SessionSettings(intra_op_threads=self.config.inference_threads, precision=self.config.precision),
-            allow_fallback=allow_fallback,
-        )
-
-    def _versions(self) -> dict[str, str]:
-        return {mode: model.version for mode, model in self.models.models.items()}
-
-    def _apply_flags(self) -> None:
-        flags = self.flags.flags
-        mode = flags.mode or self.config.mode
-        if mode != self.pipeline.mode:
-            missing = set(models_for_mode(mode)) - set(self.models.models)
-            try:
-                if missing and not self.config.allow_fallback:
-                    raise ValueError(f"no {', '.join(sorted(missing))} model loaded")
-                self.pipeline.set_mode(mode)
-                log.warning("mode switched to %s by the flags file", mode)
-            except ValueError as exc:
-                log.error("flags ask for mode %s, refused: %s", mode, exc)
-        self.processor.flags = flags
 
     # -- background ------------------------------------------------------------------
 
@@ -325,51 +296,20 @@ class Service:
             if time.monotonic() - last_evict >= evict_every:
                 last_evict = time.monotonic()
                 await loop.run_in_executor(self._worker, self.processor.evict_idle)
-            await self._probe_broker()
-            await self._update_lag()
-            if self._producer is not None:
+            if self._consumer is not None:
+                self._broker_ok = await broker_answers(self._consumer, self.bootstrap or "", self._broker_ok)
+                await update_lag(self._consumer, self._assigned, self.metrics)
                 await self._update_output_partitions()
             self.metrics.ready.set(1 if self.readiness()[0] else 0)
-
-    async def _probe_broker(self) -> None:
-        """Readiness follows the broker: a metadata round trip each second. A frozen or
-        cut-off broker does not make a waiting fetch fail (it just returns nothing), so
-        only an answer shows the broker is there."""
-        if self._consumer is None:
-            return
-        try:
-            await asyncio.wait_for(self._consumer.topics(), BROKER_PROBE_TIMEOUT_S)
-        except (KafkaError, TimeoutError) as exc:
-            if self._broker_ok:
-                log.warning("Kafka at %s is not answering (%s); not ready until it does",
-                            self.bootstrap, type(exc).__name__)
-            self._broker_ok = False
-            return
-        if not self._broker_ok:
-            log.warning("Kafka at %s answers again", self.bootstrap)
-        self._broker_ok = True
 
     async def _update_output_partitions(self) -> None:
         """Tell the processor how many partitions the output topic has (it places each
         link's predictions by key, as the producer's partitioner would)."""
         assert self._producer is not None
-        with contextlib.suppress(KafkaError, asyncio.TimeoutError):
-            partitions = await asyncio.wait_for(self._producer.partitions_for(self.config.output_topic), 5)
-            if len(partitions) != self.processor.output_partitions:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._worker, self.processor.set_output_partitions, len(partitions))
-
-    async def _update_lag(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            return
-        for tp in list(self._assigned):
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
-            with contextlib.suppress(Exception):
-                position = await asyncio.wait_for(consumer.position(tp), 0.5)
-                self.metrics.consumer_lag.labels(str(tp.partition)).set(max(0, high - position))
+        count = await partition_count(self._producer, self.config.output_topic)
+        if count is not None and count != self.processor.output_partitions:
+            await asyncio.get_running_loop().run_in_executor(
+                self._worker, self.processor.set_output_partitions, count)
 
 
 class _Rebalance(ConsumerRebalanceListener):
