@@ -111,7 +111,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     configure_logging(config.log_level, config.log_format)
     logging.getLogger("consumer").info("starting with %s", config.redacted())
     from consumer.health import MetricsPortError
-    from consumer.service import serve
+    from consumer.run import serve
 
     try:
         return asyncio.run(serve(config))

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -26,8 +25,7 @@ from consumer.routing import route
 from consumer.scoring import Scoring
 from predictor.allocation import ACTION_NAMES
 from predictor.engine import MODEL, SOURCE_NAMES
-from predictor.linkstate import Sent
-from predictor.modes import MODE_CODES, MODE_NAMES
+from predictor.modes import MODE_NAMES
 from predictor.pipeline import Captured, Pipeline, Round
 from predictor.window import MEASURED_CHANNELS
 from schemas import EventError, MetricEvent, decode_event
@@ -112,33 +110,6 @@ class Processor:
             self.pipeline.store.place(slots, [r.partition for _, r in round_events])
             taken += int(accepted.sum())
         return taken
-
-    def restore(self, records: Sequence[ConsumerRecord]) -> int:
-        """After `replay`: the stream counts and pending predictions of the links, from
-        the predictions they were sent (records of one partition of the predictions
-        topic, in offset order). Read from the newest back, a link's older predictions
-        are not even decoded once a live one older than its newest sample is passed
-        (a batch publishes its live predictions before its shadow ones, so only the live
-        ones come in event order). Returns the links restored."""
-        store = self.pipeline.store
-        passed: set[bytes] = set()
-        found = []
-        for record in reversed(records):
-            key = record.key
-            if key is None or key in passed:
-                continue
-            newest = store.newest(key.decode(errors="replace"))
-            if newest is None:  # not a link of the rebuilt partitions
-                passed.add(key)
-                continue
-            sent = _sent(record)
-            if sent is None or sent.link_id.encode() != key:
-                continue
-            if sent.ts == newest:
-                found.append(sent)
-            elif sent.ts < newest and not sent.shadow:
-                passed.add(record.key)
-        return store.restore(reversed(found))
 
     def _latest_ts(self) -> float:
         """The newest event time accepted now: a sample stamped far ahead (an agent's clock
@@ -293,17 +264,6 @@ class Processor:
             store.cap_evictions_total = 0
         elif len(store) < store.max_links:
             self.metrics.link_cap_reached.set(0)
-
-def _sent(record: ConsumerRecord) -> Sent | None:
-    """A prediction read back from the predictions topic; None for anything else."""
-    try:
-        p = orjson.loads(record.value or b"")
-        return Sent(p["link_id"], float(p["ts"]), "v1" if p["model_version"] == V1_VERSION else "v3",
-                    bool(p["shadow"]), int(p["allocation"]["streams"]), float(p["predicted_bandwidth_mbps"]),
-                    MODE_CODES[p["mode"]])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
-
 
 def _rounds(
     events: list[tuple[MetricEvent, ConsumerRecord]],

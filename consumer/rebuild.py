@@ -14,15 +14,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import Executor
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from consumer.config import ServiceConfig
 from consumer.metrics import Metrics
-from consumer.processor import Processor
+from consumer.processor import V1_VERSION, Processor
+from predictor.linkstate import LinkState, Sent
+from predictor.modes import MODE_CODES
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,8 @@ class Rebuild:
         replays = [replay for tp in sorted(assigned) if (replay := await self._partition(tp))]
         sent = await self._read_sent() if replays else []
         replayed = sum([await replay for replay in replays])
-        restored = sum([await loop.run_in_executor(self._worker, self._processor.restore, records)
+        store = self._processor.pipeline.store
+        restored = sum([await loop.run_in_executor(self._worker, restore, store, records)
                         for records in sent])
         return replayed, restored, sum(map(len, sent))
 
@@ -132,3 +137,41 @@ class Rebuild:
             log.warning("could not read back the predictions sent (%s); the rebuilt links start "
                         "a fresh stream count", exc)
             return []
+
+
+def restore(store: LinkState, records: Sequence[ConsumerRecord]) -> int:
+    """After Processor.replay: the stream counts and pending predictions of the links, from
+    the predictions they were sent (records of one partition of the predictions
+    topic, in offset order). Read from the newest back, a link's older predictions
+    are not even decoded once a live one older than its newest sample is passed
+    (a batch publishes its live predictions before its shadow ones, so only the live
+    ones come in event order). Returns the links restored."""
+    passed: set[bytes] = set()
+    found = []
+    for record in reversed(records):
+        key = record.key
+        if key is None or key in passed:
+            continue
+        newest = store.newest(key.decode(errors="replace"))
+        if newest is None:  # not a link of the rebuilt partitions
+            passed.add(key)
+            continue
+        sent = _sent(record)
+        if sent is None or sent.link_id.encode() != key:
+            continue
+        if sent.ts == newest:
+            found.append(sent)
+        elif sent.ts < newest and not sent.shadow:
+            passed.add(record.key)
+    return store.restore(reversed(found))
+
+
+def _sent(record: ConsumerRecord) -> Sent | None:
+    """A prediction read back from the predictions topic; None for anything else."""
+    try:
+        p = orjson.loads(record.value or b"")
+        return Sent(p["link_id"], float(p["ts"]), "v1" if p["model_version"] == V1_VERSION else "v3",
+                    bool(p["shadow"]), int(p["allocation"]["streams"]), float(p["predicted_bandwidth_mbps"]),
+                    MODE_CODES[p["mode"]])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None

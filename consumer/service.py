@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -321,34 +320,3 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.service.on_assigned(set(assigned))
-
-
-async def serve(config: ServiceConfig) -> int:
-    """Run until SIGTERM/SIGINT; start the embedded broker when no bootstrap is given."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    broker = None
-    service = Service(config)
-    reloads: set[asyncio.Task[bool]] = set()
-
-    def reload() -> None:
-        task = asyncio.create_task(service.reload_models())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    if config.bootstrap is None:
-        from consumer.broker import EmbeddedBroker
-
-        broker = EmbeddedBroker().start()
-        service.bootstrap = broker.bootstrap
-        print(f"no --bootstrap given: started the embedded broker at {broker.bootstrap}", flush=True)
-    try:
-        await service.run(stop)
-    finally:
-        if broker is not None:
-            broker.stop()
-    log.info("stopped")
-    return 0

@@ -34,6 +34,7 @@ from consumer.config import ServiceConfig
 from consumer.flags import Flags, rollout_bucket
 from consumer.metrics import Metrics
 from consumer.processor import Processor
+from consumer.rebuild import restore
 from predictor.api import BandwidthPredictor
 from predictor.engine import Engine
 from predictor.pipeline import Pipeline
@@ -160,7 +161,7 @@ def test_a_rebuild_then_more_events_equals_no_rebuild(models: ModelSet, stream: 
     sent = run(crashed, stream[:sent_upto])
     restarted = processor(models, flags)
     restarted.replay(stream[:cut])
-    assert restarted.restore(as_records(sent)) == len({r.key for r in stream[:cut]})
+    assert restore(restarted.pipeline.store, as_records(sent)) == len({r.key for r in stream[:cut]})
     after = run(restarted, stream[cut:])
     assert_exercised(continuous)
     from_cut = {(e["link_id"], e["ts"]) for e in map(orjson.loads, (r.value for r in stream[cut:]))}

@@ -1,0 +1,44 @@
+"""`pba run` as a process: the service until SIGTERM or SIGINT, its models reloaded on
+SIGHUP, and the embedded broker when no bootstrap is given."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from consumer.config import ServiceConfig
+from consumer.service import Service
+
+log = logging.getLogger(__name__)
+
+
+async def serve(config: ServiceConfig) -> int:
+    """Run until SIGTERM/SIGINT; start the embedded broker when no bootstrap is given."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    broker = None
+    service = Service(config)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = asyncio.create_task(service.reload_models())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    if config.bootstrap is None:
+        from consumer.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker().start()
+        service.bootstrap = broker.bootstrap
+        print(f"no --bootstrap given: started the embedded broker at {broker.bootstrap}", flush=True)
+    try:
+        await service.run(stop)
+    finally:
+        if broker is not None:
+            broker.stop()
+    log.info("stopped")
+    return 0
