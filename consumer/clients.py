@@ -32,7 +32,6 @@ class Clients(NamedTuple):
 
 def make_clients(c: ServiceConfig, bootstrap: str) -> Clients:
     security = c.kafka_security()
-    security = c.kafka_security()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=c.group_id,
