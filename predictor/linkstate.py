@@ -55,6 +55,10 @@ LINK_COLUMNS: dict[str, Column] = {
 }
 
 
+#: the mode detector's columns, reset together when the mode changes
+_DETECTOR_COLUMNS = ("mode", "candidate", "streak")
+
+
 @dataclass(frozen=True)
 class StateChange:
     """What publishing a prediction changes for its links: the stream count each was
@@ -85,7 +89,8 @@ class LinkState(WindowStore):
         super().__init__(length=length, max_links=max_links)
         self.tracker = ModeTracker(rules)
         for name, column in LINK_COLUMNS.items():
-            self.add_column(name, column.dtype, column.fill)
+            if name not in _DETECTOR_COLUMNS:
+                self.add_column(name, column.dtype, column.fill)
         self.fix_mode(fixed_mode)
 
     def column(self, name: str) -> np.ndarray:
@@ -100,11 +105,13 @@ class LinkState(WindowStore):
     # -- transitions -------------------------------------------------------------------
 
     def fix_mode(self, fixed_mode: int | None) -> None:
-        """Every link in one mode (None: each detects its own, from undecided)."""
+        """Every link in one mode (None: each detects its own, from undecided): the
+        detector's columns start again from LINK_COLUMNS, the mode from fixed_mode."""
         self.fixed_mode = fixed_mode
-        self.add_column("mode", np.int8, UNDECIDED if fixed_mode is None else fixed_mode)
-        self.add_column("candidate", np.int8, UNDECIDED)
-        self.add_column("streak", np.int16, 0)
+        for name in _DETECTOR_COLUMNS:
+            column = LINK_COLUMNS[name]
+            fill = fixed_mode if name == "mode" and fixed_mode is not None else column.fill
+            self.add_column(name, column.dtype, fill)
 
     def observe(self, slots: npt.NDArray[np.intp], ts: npt.NDArray[np.float64],
                 values: np.ndarray, now: float = 0.0) -> npt.NDArray[np.bool_]:
