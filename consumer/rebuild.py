@@ -79,8 +79,7 @@ class Rebuild:
             first = (await self._history.beginning_offsets([tp]))[tp]
             start = max(first, upto - c.rebuild_max_records)
             with contextlib.suppress(KafkaError, ValueError):
-                found = await self._history.offsets_for_times(
-                    {tp: int((time.time() - c.rebuild_seconds) * 1000)})
+                found = await self._history.offsets_for_times({tp: self._since_ms()})
                 if found.get(tp) is not None:
                     start = max(start, min(found[tp].offset, upto))
             if start >= upto:
@@ -92,6 +91,10 @@ class Rebuild:
         except KafkaError as exc:
             log.warning("could not rebuild windows for %s (%s); its links warm up again", tp, exc)
             return None
+
+    def _since_ms(self) -> int:
+        """The start of what a rebuild reads, in Kafka timestamps: rebuild_seconds ago."""
+        return int((time.time() - self._config.rebuild_seconds) * 1000)
 
     async def _read(self, tp: TopicPartition, start: int, upto: int | None) -> list[ConsumerRecord]:
         """The records of tp from offset start up to upto (exclusive; None: to the end the
@@ -128,7 +131,7 @@ class Rebuild:
             ends = await self._history.end_offsets(tps)  # at most one batch short: see _read
             starts = {tp: max(0, ends[tp] - c.rebuild_max_records) for tp in tps}
             with contextlib.suppress(KafkaError, ValueError):
-                since = int((time.time() - c.rebuild_seconds) * 1000)
+                since = self._since_ms()
                 found = await self._history.offsets_for_times({tp: since for tp in tps})
                 starts = {tp: None if found.get(tp) is None else max(starts[tp], found[tp].offset)
                           for tp in tps}  # None: nothing sent since
@@ -153,7 +156,7 @@ def restore(store: LinkState, records: Sequence[ConsumerRecord]) -> int:
         if key is None or key in passed:
             continue
         newest = store.newest(key.decode(errors="replace"))
-        if newest is None:  # not a link of the rebuilt partitions
+        if newest is None:  # a link this instance does not track
             passed.add(key)
             continue
         sent = _sent(record)
@@ -162,7 +165,7 @@ def restore(store: LinkState, records: Sequence[ConsumerRecord]) -> int:
         if sent.ts == newest:
             found.append(sent)
         elif sent.ts < newest and not sent.shadow:
-            passed.add(record.key)
+            passed.add(key)
     return store.restore(reversed(found))
 
 
