@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,10 +14,29 @@ from predictor.pipeline import MODES
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _kafka_args(parser: argparse.ArgumentParser, default_topic: str) -> None:
-    parser.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
-                        help="Kafka bootstrap servers (env PBA_KAFKA_BOOTSTRAP)")
-    parser.add_argument("--topic", default=default_topic, help=f"topic (default {default_topic})")
+def _kafka_args(parser: argparse.ArgumentParser, default_topic: str, topic_help: str = "topic") -> None:
+    """The connection settings of `pba run` (bootstrap, TLS, SASL: flags, environment and
+    config file alike), and the topic."""
+    from consumer.config import CONNECTION
+    from consumer.config_load import add_arguments
+
+    add_arguments(parser, CONNECTION)
+    parser.add_argument("--topic", default=default_topic, help=f"{topic_help} (default {default_topic})")
+
+
+def _connection(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The bootstrap address and the client security settings, from the same layers as
+    `pba run`'s; a problem ends the command with exit status 2 and what to change."""
+    from consumer.config import CONNECTION, ConfigError
+    from consumer.config_load import load_config
+
+    try:
+        config = load_config(args, names=CONNECTION)
+    except ConfigError as exc:
+        print(f"pba {args.command}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    assert config.bootstrap is not None  # load_config refuses a missing one
+    return config.bootstrap, config.kafka_security()
 
 
 def _port(text: str) -> int:
@@ -98,7 +116,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from consumer.config import ConfigError, load_config
+    from consumer.config import ConfigError
+    from consumer.config_load import load_config
     from consumer.logs import configure_logging
     from predictor.manifest import ManifestError
     from predictor.runtime import ModelError
@@ -108,7 +127,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"pba run: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log_level, config.log_format)
+    configure_logging(_lowered(config.log_level, args.verbose), config.log_format)
     logging.getLogger("consumer").info("starting with %s", config.redacted())
     from consumer.health import MetricsPortError
     from consumer.run import serve
@@ -124,11 +143,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _bootstrap(args: argparse.Namespace) -> str:
-    bootstrap = args.bootstrap or os.environ.get("PBA_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        raise SystemExit(f"pba {args.command}: give --bootstrap HOST:PORT (or set PBA_KAFKA_BOOTSTRAP)")
-    return str(bootstrap)
+def _lowered(level: str, steps: int) -> str:
+    """The log level `steps` levels more verbose than `level` (-v, -vv), DEBUG at most."""
+    levels = ("DEBUG", "INFO", "WARNING", "ERROR")
+    return levels[max(0, levels.index(level.upper()) - steps)]
 
 
 def _run_until_signal(coro_factory: Callable[[Any], Any]) -> Any:
@@ -157,10 +175,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if problems:
         print("pba simulate: " + "; ".join(problems), file=sys.stderr)
         return 2
-    bootstrap = _bootstrap(args)
+    bootstrap, security = _connection(args)
     try:
         _run_until_signal(lambda stop: simulate(plan, bootstrap, args.topic, progress=not args.quiet,
-                                                stop=stop))
+                                                security=security, stop=stop))
     except (KafkaError, ValueError, OSError) as exc:
         print(f"pba simulate: {exc}", file=sys.stderr)
         return 2
@@ -172,14 +190,19 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
     from consumer.tail import tail
 
-    bootstrap = _bootstrap(args)
+    bootstrap, security = _connection(args)
     try:
         _run_until_signal(lambda stop: tail(
             bootstrap, args.topic, as_json=args.json, from_beginning=args.from_beginning,
-            max_messages=args.max_messages, link=args.link, stop=stop))
+            max_messages=args.max_messages, link=args.link, stop=stop, security=security))
     except KafkaError as exc:
         print(f"pba tail: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `pba tail | head`: the reader has all it wanted
+        import os
+
+        # the interpreter flushes stdout once more at exit: into nothing, not the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -198,9 +221,10 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         print("pba agent: --interval must be > 0", file=sys.stderr)
         return 2
-    bootstrap = _bootstrap(args)
+    bootstrap, security = _connection(args)
     try:
-        _run_until_signal(lambda stop: run_agent(agent, bootstrap, args.topic, once=args.once, stop=stop))
+        _run_until_signal(lambda stop: run_agent(agent, bootstrap, args.topic, once=args.once, stop=stop,
+                                                 security=security))
     except KafkaError as exc:
         print(f"pba agent: cannot publish to {bootstrap}: {exc}", file=sys.stderr)
         return 2
@@ -234,8 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pba",
         description="PBA stream: predictive bandwidth allocation over Kafka.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("-v", "--verbose", dest="verbose_before", action="count", default=0,
+                        help="more log output (-vv: debug); also after the command")
+    # -v after the command too (`pba run -v`); counted apart, as a subcommand's parse
+    # would overwrite the top-level count, and summed in main()
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("-v", "--verbose", dest="verbose_after", action="count", default=0,
+                           help="more log output: -v one level, -vv two (down to debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_subparser(verbosity))
 
     run = sub.add_parser(
         "run",
@@ -244,9 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         "interval with the LSTM models, publish predictions with allocations, dead-letter bad "
         "input. Every option can also be set by a PBA_... environment variable or in a TOML "
         "file given with --config (flags win over environment, environment over the file). "
-        "Without --bootstrap the embedded broker is started.",
+        "It needs --bootstrap, or --embedded-broker to try it out on an in-memory broker.",
     )
-    from consumer.config import add_arguments
+    from consumer.config_load import add_arguments
 
     add_arguments(run)
     run.set_defaults(handler=_cmd_run)
@@ -291,14 +323,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail_cmd = sub.add_parser(
         "tail",
-        help="print predictions as they arrive",
-        description="Follow the predictions topic and print a readable table (link, mode, "
-        "predicted and reserved bandwidth, confidence, action, age) or JSON lines.",
+        help="print predictions (or metric events, or dead letters) as they arrive",
+        description="Follow a topic of the service and print a readable table or JSON lines: "
+        "predictions (link, mode, predicted and reserved bandwidth, confidence, action, age), "
+        "metric events (bandwidth, latency, loss, age), and dead letters with the reason, the "
+        "error and where the refused event came from.",
     )
-    _kafka_args(tail_cmd, default_topic="bandwidth.predictions")
-    tail_cmd.add_argument("--json", action="store_true", help="one JSON prediction per line")
-    tail_cmd.add_argument("--from-beginning", action="store_true", help="start at the oldest prediction")
-    tail_cmd.add_argument("--max-messages", type=int, default=None, help="exit after N predictions")
+    _kafka_args(tail_cmd, default_topic="bandwidth.predictions",
+                topic_help="topic: the predictions, the input (network.metrics) or the dead letters "
+                "(network.metrics.dlq)")
+    tail_cmd.add_argument("--json", action="store_true",
+                          help="one JSON value per line (a dead letter as an object with its headers)")
+    tail_cmd.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
+    tail_cmd.add_argument("--max-messages", type=int, default=None, help="exit after N records")
     tail_cmd.add_argument("--link", default=None, metavar="ID", help="only this link")
     tail_cmd.set_defaults(handler=_cmd_tail)
 
@@ -392,8 +429,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pba-stream")
+    except PackageNotFoundError:
+        return "(not installed: run from a source tree)"
+
+
+def _subparser(verbosity: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
+    """The parser class for subcommands: each takes -v/-vv as well."""
+
+    class Subcommand(argparse.ArgumentParser):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**{**kwargs, "parents": [*kwargs.get("parents", []), verbosity]})
+
+    return Subcommand
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.verbose = args.verbose_before + args.verbose_after
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler: Handler = args.handler

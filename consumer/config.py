@@ -1,20 +1,13 @@
-"""The service's configuration: one typed place, four layers.
+"""The service's configuration: one typed place, and the checks it must pass.
 
-Defaults < TOML file (`--config FILE.toml`) < environment (`PBA_<NAME>`) < command-line
-flags. Every field is a flag (`--input-topic`), an environment variable
-(`PBA_INPUT_TOPIC`; the bootstrap address is `PBA_KAFKA_BOOTSTRAP`) and a TOML key
-(`input_topic = "..."`). Everything is checked at start-up; all problems are reported
-together, each with what to change.
+Each field is one setting, with its help, default and choices; config_load.py merges
+defaults, TOML file, environment and flags into it. Everything is checked at start-up
+(validate), the connection settings that every command shares on their own too.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import os
 import ssl
-import tomllib
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -30,8 +23,10 @@ LOG_FORMATS = ("text", "json")
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 #: where a group without a committed offset starts reading a partition (Kafka's auto.offset.reset)
 START_AT = ("earliest", "latest")
-ENV_NAMES = {"bootstrap": "PBA_KAFKA_BOOTSTRAP"}
 SECRET_FIELDS = frozenset({"sasl_password"})
+#: the settings every command that talks to Kafka shares: where it is, and how securely
+CONNECTION = ("bootstrap", "security_protocol", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+              "sasl_mechanism", "sasl_username", "sasl_password")
 
 
 class ConfigError(ValueError):
@@ -45,7 +40,10 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ServiceConfig:
     bootstrap: str | None = field(default=None, metadata=_help(
-        "Kafka bootstrap servers, HOST:PORT[,HOST:PORT]; unset: start the embedded broker"))
+        "Kafka bootstrap servers, HOST:PORT[,HOST:PORT]"))
+    embedded_broker: bool = field(default=False, metadata=_help(
+        "start an in-memory broker in this process and serve from it, to try the service "
+        "out (everything it holds is lost when the service stops)"))
     input_topic: str = field(default="network.metrics", metadata=_help("topic of metric events"))
     output_topic: str = field(default="bandwidth.predictions", metadata=_help("topic for predictions"))
     dlq_topic: str = field(default="network.metrics.dlq", metadata=_help("dead-letter topic for bad input"))
@@ -151,102 +149,44 @@ class ServiceConfig:
         return kwargs
 
 
-def env_name(name: str) -> str:
-    return ENV_NAMES.get(name, f"PBA_{name.upper()}")
+def connection_problems(config: ServiceConfig, embedded: bool) -> list[str]:
+    """The checks of the settings in CONNECTION, which every command that talks to Kafka
+    shares (`embedded`: --embedded-broker is an alternative to a bootstrap)."""
+    problems = []
 
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
 
-def _field_type(f: dataclasses.Field[Any]) -> type:
-    text = str(f.type)
-    for candidate in (bool, int, float, Path):
-        if candidate.__name__ in text:
-            return candidate
-    return str
-
-
-def _convert(name: str, raw: Any, kind: type, problems: list[str], where: str) -> Any:
-    if raw is None:
-        return None
-    try:
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"{raw!r} is not a boolean (true/false)")
-        if kind is int and isinstance(raw, float) and not raw.is_integer():
-            raise ValueError(f"{raw!r} is not a whole number")
-        return kind(raw)
-    except (TypeError, ValueError) as exc:
-        problems.append(f"{name} ({where}): {exc}")
-        return None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per field; defaults stay None so unset flags do not override other layers."""
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE.toml",
-                        help="TOML file with any of the settings below (env PBA_CONFIG)")
-    for f in fields(ServiceConfig):
-        kind = _field_type(f)
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} (env {env_name(f.name)}; default {f.default!r})"
-        if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=None, help=help_text)
-        else:
-            parser.add_argument(flag, dest=f.name, default=None, help=help_text,
-                                choices=f.metadata.get("choices"), metavar=f.name.upper())
-
-
-def load_config(
-    args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
-) -> ServiceConfig:
-    """Merge the layers and validate; raises ConfigError listing every problem."""
-    environ = os.environ if environ is None else environ
-    problems: list[str] = []
-    values: dict[str, Any] = {}
-    config_path = getattr(args, "config", None) or environ.get("PBA_CONFIG")
-    known = {f.name: f for f in fields(ServiceConfig)}
-    if config_path:
-        for key, raw in _read_toml(Path(config_path), problems).items():
-            if key not in known:
-                problems.append(f"{config_path}: unknown setting {key!r}")
-                continue
-            values[key] = _convert(key, raw, _field_type(known[key]), problems, str(config_path))
-    for name, f in known.items():
-        if env_name(name) in environ:
-            values[name] = _convert(name, environ[env_name(name)], _field_type(f), problems, env_name(name))
-    for name, f in known.items():
-        raw = getattr(args, name, None) if args is not None else None
-        if raw is not None:
-            values[name] = _convert(name, raw, _field_type(f), problems, "--" + name.replace("_", "-"))
-    if problems:
-        raise ConfigError(_report(problems))
-    config = ServiceConfig(**{k: v for k, v in values.items() if v is not None or k in _NULLABLE})
-    problems = validate(config)
-    if problems:
-        raise ConfigError(_report(problems))
-    return config
-
-
-_NULLABLE = frozenset(
-    f.name for f in fields(ServiceConfig) if f.default is None
-)
-
-
-def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        problems.append(f"config file {path} does not exist")
-        return {}
-    except tomllib.TOMLDecodeError as exc:
-        problems.append(f"config file {path} is not valid TOML: {exc}")
-        return {}
-    return data.get("pba", data) if isinstance(data.get("pba"), dict) else data
+    check(config.security_protocol in SECURITY_PROTOCOLS,
+          f"security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}")
+    check(config.sasl_mechanism in SASL_MECHANISMS,
+          f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}")
+    if config.bootstrap is None and not config.embedded_broker:
+        problems.append("no Kafka bootstrap address: give --bootstrap HOST:PORT (env PBA_KAFKA_BOOTSTRAP)"
+                        + (", or --embedded-broker to try the service out on an in-memory broker"
+                           if embedded else ""))
+    if config.bootstrap is not None and config.embedded_broker:
+        problems.append("--bootstrap and --embedded-broker are both set; choose one")
+    if config.bootstrap is not None:
+        for server in config.bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            check(bool(host) and port.isdigit(),
+                  f"bootstrap {server!r} must look like HOST:PORT (e.g. kafka-1:9092)")
+    if config.security_protocol in ("SSL", "SASL_SSL"):
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(config, name)
+            check(path is None or Path(path).is_file(), f"{name} {path} does not exist")
+        check(config.ssl_keyfile is None or config.ssl_certfile is not None,
+              "ssl_keyfile needs ssl_certfile")
+    elif config.ssl_cafile or config.ssl_certfile:
+        problems.append("ssl_* files are set but security_protocol is "
+                        f"{config.security_protocol}; use SSL or SASL_SSL")
+    if config.security_protocol.startswith("SASL"):
+        check(bool(config.sasl_username) and bool(config.sasl_password),
+              f"security_protocol {config.security_protocol} needs sasl_username and sasl_password "
+              "(set the password with PBA_SASL_PASSWORD)")
+    return problems
 
 
 def validate(config: ServiceConfig) -> list[str]:
@@ -256,12 +196,9 @@ def validate(config: ServiceConfig) -> list[str]:
         if not ok:
             problems.append(message)
 
+    problems += connection_problems(config, embedded=True)
     check(config.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {config.mode!r}")
     check(config.precision in PRECISIONS, f"precision must be float or int8, got {config.precision!r}")
-    check(config.security_protocol in SECURITY_PROTOCOLS,
-          f"security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}")
-    check(config.sasl_mechanism in SASL_MECHANISMS,
-          f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}")
     check(config.log_format in LOG_FORMATS, "log_format must be text or json")
     check(config.start_at in START_AT, f"start_at must be earliest or latest, got {config.start_at!r}")
     check(config.compression in COMPRESSIONS,
@@ -287,24 +224,6 @@ def validate(config: ServiceConfig) -> list[str]:
     check(config.max_future_s >= 0, "max_future_s must be >= 0 (0: no limit)")
     check(1 <= config.session_timeout_s <= 3600, "session_timeout_s must be 1..3600 seconds")
     check(config.inference_threads >= 0, "inference_threads must be >= 0 (0: all cores)")
-    if config.bootstrap is not None:
-        for server in config.bootstrap.split(","):
-            host, _, port = server.strip().rpartition(":")
-            check(bool(host) and port.isdigit(),
-                  f"bootstrap {server!r} must look like HOST:PORT (e.g. kafka-1:9092)")
-    if config.security_protocol in ("SSL", "SASL_SSL"):
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            path = getattr(config, name)
-            check(path is None or Path(path).is_file(), f"{name} {path} does not exist")
-        check(config.ssl_keyfile is None or config.ssl_certfile is not None,
-              "ssl_keyfile needs ssl_certfile")
-    elif config.ssl_cafile or config.ssl_certfile:
-        problems.append("ssl_* files are set but security_protocol is "
-                        f"{config.security_protocol}; use SSL or SASL_SSL")
-    if config.security_protocol.startswith("SASL"):
-        check(bool(config.sasl_username) and bool(config.sasl_password),
-              f"security_protocol {config.security_protocol} needs sasl_username and sasl_password "
-              "(set the password with PBA_SASL_PASSWORD)")
     if config.models is not None:
         check(Path(config.models).is_dir(), f"models directory {config.models} does not exist")
     if config.flags_file is not None:
@@ -316,7 +235,3 @@ def validate(config: ServiceConfig) -> list[str]:
             except FlagsError as exc:
                 problems.append(f"flags_file {exc}")
     return problems
-
-
-def _report(problems: Sequence[str]) -> str:
-    return "invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems)

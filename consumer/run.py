@@ -1,5 +1,5 @@
 """`pba run` as a process: the service until SIGTERM or SIGINT, its models reloaded on
-SIGHUP, and the embedded broker when no bootstrap is given."""
+SIGHUP, and the embedded broker when asked for (--embedded-broker)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 async def serve(config: ServiceConfig) -> int:
-    """Run until SIGTERM/SIGINT; start the embedded broker when no bootstrap is given."""
+    """Run until SIGTERM/SIGINT, on the embedded broker with --embedded-broker."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -29,12 +29,12 @@ async def serve(config: ServiceConfig) -> int:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
-    if config.bootstrap is None:
+    if config.embedded_broker:
         from consumer.broker import EmbeddedBroker
 
         broker = EmbeddedBroker().start()
         service.bootstrap = broker.bootstrap
-        print(f"no --bootstrap given: started the embedded broker at {broker.bootstrap}", flush=True)
+        print(f"--embedded-broker: started an in-memory broker at {broker.bootstrap}", flush=True)
     try:
         await service.run(stop)
     finally:

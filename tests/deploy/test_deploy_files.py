@@ -68,7 +68,8 @@ def test_kubernetes_deployment_has_probes_resources_and_graceful_termination() -
 
 
 def test_every_setting_the_deployment_sets_is_one_the_service_reads() -> None:
-    from consumer.config import ServiceConfig, env_name
+    from consumer.config import ServiceConfig
+    from consumer.config_load import env_name
 
     container = by_kind("Deployment")["spec"]["template"]["spec"]["containers"][0]
     known = {env_name(f) for f in ServiceConfig.__dataclass_fields__}

@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import orjson
 import pytest
-from kafka_support import produce, read
+from kafka_support import Topics, produce, read, service_process
 
 from schemas import EVENT_SCHEMA_PATH
 from training.traces import read_trace
@@ -149,6 +149,52 @@ def test_tail_prints_json_lines_a_table_and_filters_by_link(kafka_bootstrap: str
     assert rows[0].split()[:4] == ["link", "mode", "source", "predicted"]
     assert len(rows) == 6 and all(r.startswith("l1 ") for r in rows[1:])
     assert "1.50 Gb/s" in rows[1] and "apply" in rows[1]
+
+
+def test_tail_reads_the_input_and_the_dead_letters_with_their_error_headers(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """The dead letters come from a real service; a value that is no event (ts
+    "yesterday") used to stop the tail with a ValueError."""
+    good = [(b"a", orjson.dumps({"link_id": "a", "ts": 100 + i, "bandwidth_mbps": 1200.0 + i,
+                                 "latency_ms": 0.4, "packet_loss": 0.001})) for i in range(8)]
+    bad = [(b"b", b'{"link_id": "b", "ts": "yesterday", "bandwidth_mbps": 10}'), (b"c", b"not json")]
+    asyncio.run(produce(kafka_bootstrap, topics.input, good + bad))
+    with service_process(kafka_bootstrap, topics, "--mode", "datacenter") as proc:
+        asyncio.run(read(kafka_bootstrap, topics.dlq, 2, timeout=60))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    where = ("--bootstrap", kafka_bootstrap, "--from-beginning")
+    dead = pba("tail", *where, "--topic", topics.dlq, "--max-messages", "2")
+    assert dead.returncode == 0 and "Traceback" not in dead.stderr, dead.stderr
+    header, *rows = dead.stdout.splitlines()  # the partitions' order is the broker's: by key below
+    assert header.split()[:3] == ["dead", "letter", "reason"]
+    row = {line.split()[0]: line for line in rows}
+    assert "bad_timestamp" in row["b"] and f"({topics.input}[" in row["b"]
+    assert "invalid_json" in row["c"]
+    as_json = {(d := orjson.loads(line))["key"]: d for line in pba(
+        "tail", *where, "--topic", topics.dlq, "--json", "--max-messages", "2").stdout.splitlines()}
+    assert as_json["b"]["value"] == bad[0][1].decode()
+    assert as_json["b"]["dead_letter"]["error.reason"] == "bad_timestamp"
+    assert as_json["c"]["dead_letter"]["source.offset"].isdigit()
+    lines = pba("tail", *where, "--topic", topics.input, "--max-messages", "10").stdout.splitlines()
+    assert ["link", "bandwidth", "latency", "loss", "age"] in [line.split() for line in lines]
+    assert any("1.20 Gb/s" in line and "0.4 ms" in line and "0.10%" in line for line in lines)
+    assert any(line.split()[:2] == ["b", "10.0"] and line.split()[-1] == "?" for line in lines)  # its ts
+    assert "unreadable record" in lines and "c                            'not json'" in lines
+
+
+def test_tail_into_a_closed_pipe_ends_quietly(kafka_bootstrap: str, topic: str) -> None:
+    """`pba tail | head`: far more than a pipe holds, and the reader gone after a line."""
+    asyncio.run(produce(kafka_bootstrap, topic, [(b"l", fake_prediction(i, "l")) for i in range(4000)]))
+    proc = subprocess.Popen([sys.executable, "-m", "consumer.cli", "tail", "--bootstrap", kafka_bootstrap,
+                             "--topic", topic, "--from-beginning", "--max-messages", "4000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().split()[0] == b"link"
+    proc.stdout.close()
+    assert proc.wait(60) == 0
+    assert proc.stderr.read() == b""
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -141,3 +142,38 @@ def test_a_sasl_password_never_shows_in_logs_or_metrics(tls_broker: TlsBroker, t
         stderr = service_stderr(proc)
     assert "sasl_password" in stderr and "***" in stderr  # the start-up line names it, redacted
     assert secret not in stderr and secret not in metrics
+
+
+def pba(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "consumer.cli", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_simulate_agent_and_tail_reach_a_tls_broker_with_the_connection_settings_of_pba_run(
+    tls_broker: TlsBroker, topics: Topics, tmp_path: Path
+) -> None:
+    """One connection config for every command: the same flags, environment and TOML
+    file as `pba run`. Here the tools publish and read through the TLS terminator, the
+    CA given by flag to two of them and in a config file shared with `pba run` to tail."""
+    tls = ("--bootstrap", tls_broker.bootstrap, "--security-protocol", "SSL",
+           "--ssl-cafile", str(tls_broker.ca))
+    done = pba("simulate", *tls, "--topic", topics.input, "--links", "3", "--rate", "30",
+               "--duration", "1", "-q")
+    assert done.returncode == 0, done.stderr
+    done = pba("agent", *tls, "--topic", topics.input, "--interface", "lo", "--interval", "0.2", "--once")
+    assert done.returncode == 0, done.stderr
+    agent_event = orjson.loads(done.stdout)
+    shared = tmp_path / "pba.toml"  # pba run's file: its other settings are fine here
+    shared.write_text(f'mode = "datacenter"\n[pba]\nsecurity_protocol = "SSL"\n'
+                      f'ssl_cafile = "{tls_broker.ca}"\n')
+    published = asyncio.run(read(tls_broker.bootstrap, topics.input, 10**6, timeout=10, settle=1,
+                                 security_protocol="SSL",
+                                 ssl_context=create_ssl_context(cafile=str(tls_broker.ca))))
+    done = pba("tail", "--config", str(shared), "--bootstrap", tls_broker.bootstrap, "--topic", topics.input,
+               "--from-beginning", "--json", "--max-messages", str(len(published)))
+    assert done.returncode == 0, done.stderr
+    links = {orjson.loads(line)["link_id"] for line in done.stdout.splitlines()}
+    assert agent_event["link_id"] in links and len(links) == 4  # three simulated links and the agent's
+    untrusted = pba("tail", "--bootstrap", tls_broker.bootstrap, "--security-protocol", "SSL",
+                    "--ssl-cafile", str(tls_broker.other_ca), "--topic", topics.input, "--max-messages", "1")
+    assert untrusted.returncode == 2 and "Traceback" not in untrusted.stderr, untrusted.stderr

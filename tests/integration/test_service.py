@@ -20,11 +20,13 @@ from kafka_support import (
     Topics,
     committed_total,
     event,
+    free_port,
     link_events,
     predictions,
     produce,
     read,
     running_service,
+    seconds_until_ready,
     service_config,
     service_process,
 )
@@ -290,6 +292,36 @@ def test_bad_configuration_is_refused_with_every_problem_named() -> None:
     assert "bootstrap 'nonsense' must look like HOST:PORT" in done.stderr
     assert "metrics_port must be 0..65535" in done.stderr
     assert "topics must all differ" in done.stderr
+
+
+def test_without_a_bootstrap_it_refuses_to_start_unless_the_embedded_broker_is_asked_for() -> None:
+    """A missing or misspelt bootstrap setting stops start-up (it used to start an
+    in-memory broker and report ready); --embedded-broker serves from one, for real."""
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PBA_")}
+    run = [sys.executable, "-m", "consumer.cli", "run", "--mode", "datacenter"]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=60, env=environ)
+    assert done.returncode == 2
+    assert "no Kafka bootstrap address: give --bootstrap HOST:PORT (env PBA_KAFKA_BOOTSTRAP)" in done.stderr
+    done = subprocess.run(run, capture_output=True, text=True, timeout=60,
+                          env={**environ, "PBA_BOOTSTRAP": "kafka-1:9092"})
+    assert done.returncode == 2
+    assert "PBA_BOOTSTRAP is not a setting; did you mean PBA_KAFKA_BOOTSTRAP?" in done.stderr
+    port = free_port()
+    proc = subprocess.Popen([*run, "--embedded-broker", "--metrics-port", str(port)], env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        seconds_until_ready(port, 60, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert "--embedded-broker: started an in-memory broker at 127.0.0.1:" in (proc.stdout or "").read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_a_metrics_port_in_use_is_refused_with_the_fix_not_a_traceback() -> None:
