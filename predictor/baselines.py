@@ -65,6 +65,20 @@ BASELINES: dict[str, Callable[[FloatArray], FloatArray]] = {
 }
 
 
+#: the simple predictors every accuracy figure is set against
+REPORTED_BASELINES = ("last_value", "ewma", "harmonic_mean_5")
+
+
+def walk_forward(bandwidth: FloatArray, name: str, window: int = 60) -> FloatArray:
+    """A baseline's prediction after each sample i of one series (from samples <= i),
+    for i = 0..n-2: what it would have said for sample i+1."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    history = np.asarray(bandwidth[:-1], dtype=np.float64)
+    padded = np.concatenate([np.full(window - 1, np.nan), history])
+    return BASELINES[name](sliding_window_view(padded, window))
+
+
 def baseline(name: str) -> Callable[[FloatArray], FloatArray]:
     try:
         return BASELINES[name]

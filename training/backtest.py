@@ -19,6 +19,8 @@ from typing import TextIO
 
 import numpy as np
 
+from predictor.baselines import REPORTED_BASELINES, walk_forward
+from predictor.confidence import hits
 from predictor.engine import FALLBACK
 from predictor.modes import MODE_NAMES
 from predictor.pipeline import Pipeline
@@ -139,6 +141,29 @@ def write_csv(result: Replay, out: TextIO, names: Sequence[str]) -> int:
     return rows
 
 
+def summary(result: Replay) -> list[str]:
+    """The replay's accuracy, as the model card measures it: the share of predictions
+    within +/-20 % of the actual, overall and by what served them, beside the simple
+    baselines on exactly the same rows (each from samples 0..i only)."""
+    rows, actual = result.scored()
+    if not len(rows):
+        return ["backtest: no trace has two samples: nothing to score"]
+    hit = {"model": hits(result.predicted[rows], actual, 0.20)}
+    for name in REPORTED_BASELINES:
+        hit[name] = hits(np.concatenate([walk_forward(t.values[:, 0], name)
+                                         for t in result.traces if len(t) > 1]), actual, 0.20)
+    labels = result.label[rows]
+    groups = [("all", np.ones(len(rows), dtype=bool))] + [
+        (_LABELS[k], labels == k) for k in np.unique(labels).tolist()]
+    width = max(len(name) for name in hit)
+    lines = [f"backtest: predictions within +/-20 % of the actual next sample ({len(rows):,} scored)",
+             f"  {'served by':<12}{'rows':>10}  " + "  ".join(f"{name:>{width}}" for name in hit)]
+    for label, members in groups:
+        lines.append(f"  {label:<12}{int(members.sum()):>10,}  " + "  ".join(
+            f"{100 * float(h[members].mean()):>{width - 2}.1f} %" for h in hit.values()))
+    return lines
+
+
 def _fmt(values: np.ndarray) -> list[str]:
     return [f"{v:.6g}" for v in values.tolist()]
 
@@ -174,4 +199,5 @@ def run_backtest(
             f"-> {out}",
             file=sys.stderr,
         )
+    print("\n".join(summary(result)))
     return rows

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from predictor.api import BandwidthPredictor
-from predictor.baselines import BASELINES
+from predictor.baselines import REPORTED_BASELINES, walk_forward
 from predictor.confidence import hits, reliability_table
 from predictor.features import build_features
 from predictor.manifest import DEFAULT_MODELS_DIR, load_manifest
@@ -27,8 +27,6 @@ from predictor.runtime import OnnxModel, SessionSettings
 from training.backtest import _LABELS, replay
 from training.generators import synthetic_set
 from training.traces import Trace, cut, load_traces, split_traces
-
-REPORTED_BASELINES = ("last_value", "ewma", "harmonic_mean_5")
 
 
 @dataclass
@@ -63,15 +61,6 @@ class Evaluation:
     seconds: float
 
 
-def baseline_predictions(trace: Trace, name: str, window: int = 60) -> np.ndarray:
-    """Baseline prediction after each sample i (from samples <= i), for i = 0..n-2."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    bw = trace.values[:-1, 0].astype(np.float64)
-    padded = np.concatenate([np.full(window - 1, np.nan), bw])
-    return BASELINES[name](sliding_window_view(padded, window))
-
-
 def evaluate(traces: Sequence[Trace], predictor: BandwidthPredictor) -> Evaluation:
     traces = [t for t in traces if len(t) > 1]
     result = replay(traces, predictor.pipeline)
@@ -79,7 +68,8 @@ def evaluate(traces: Sequence[Trace], predictor: BandwidthPredictor) -> Evaluati
     predicted = result.predicted[keep]
     labels = result.label[keep]
     baseline_predicted = {
-        name: np.concatenate([baseline_predictions(t, name) for t in traces]) for name in REPORTED_BASELINES
+        name: np.concatenate([walk_forward(t.values[:, 0], name) for t in traces])
+        for name in REPORTED_BASELINES
     }
     baselines = {name: Scores.of(p, actual) for name, p in baseline_predicted.items()}
     served = {_LABELS[k]: float(np.mean(labels == k)) for k in np.unique(labels)}

@@ -45,6 +45,32 @@ def test_backtest_writes_every_row_in_every_mode(
     first = read_trace(paths[0])
     assert float(rows[0][1]) == first.t_s[1]
     assert float(rows[0][2]) == pytest.approx(first.values[1, 0], rel=1e-5)
+    assert_summary_agrees_with_the_rows(done.stdout, rows, paths)
+
+
+def hit_percent(predicted: list[float], actual: list[float]) -> str:
+    within = sum(a > 0 and abs(p - a) < 0.2 * a for p, a in zip(predicted, actual, strict=True))
+    return f"{100 * within / len(actual):.1f}"
+
+
+def assert_summary_agrees_with_the_rows(stdout: str, rows: list[list[str]], paths: list[str]) -> None:
+    """The printed summary: hit rates within +/-20 % (strictly, of a positive actual)
+    over all rows and by what served them, the model's from the CSV, the last value's
+    from the traces themselves."""
+    lines = stdout.splitlines()
+    assert lines[0] == ("backtest: predictions within +/-20 % of the actual next sample "
+                        f"({len(rows):,} scored)")
+    assert lines[1].split() == ["served", "by", "rows", "model", "last_value", "ewma", "harmonic_mean_5"]
+    table = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    actual = [float(r[2]) for r in rows]
+    previous = [float(v) for p in paths for v in read_trace(p).values[:-1, 0]]
+    assert table["all"][0] == f"{len(rows):,}"
+    assert table["all"][1] == hit_percent([float(r[3]) for r in rows], actual)
+    assert table["all"][3] == hit_percent(previous, actual)
+    for label in {r[5] for r in rows}:
+        mine = [r for r in rows if r[5] == label]
+        assert table[label][:2] == [f"{len(mine):,}", hit_percent([float(r[3]) for r in mine],
+                                                                  [float(r[2]) for r in mine])]
 
 
 def test_backtest_without_models_says_what_is_wrong(tmp_path: Path, sample_traces: list[Path]) -> None:
