@@ -52,7 +52,7 @@ rules: system-packages
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
-	$(PY) -m mypy schemas predictor consumer training
+	$(PY) -m mypy schemas predictor consumer training examples
 
 # Walk-forward evaluation of the shipped models -> docs/MODEL_CARD.md (tens of minutes).
 model-card: $(VENV)/.installed-dev
