@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kafka_support import Topics
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +45,12 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def topic(unique_name: str) -> str:
     return f"t-{unique_name}"
+
+
+@pytest.fixture
+def topics(unique_name: str) -> Topics:
+    """The service's three topics and its group, unique to the test."""
+    return Topics(f"in-{unique_name}", f"out-{unique_name}", f"dlq-{unique_name}", f"g-{unique_name}")
 
 
 @pytest.fixture(scope="session")
