@@ -2,10 +2,11 @@
 
 On assignment, each partition's recent input before the committed offset is read with
 a consumer of its own (no group) and replayed into the windows and mode detectors by
-the inference thread, while the next partition, and then the predictions topic, are
-read. Then each link's stream count and pending scores come back from what it was sent
-for its newest replayed sample (predictor/linkstate.py `restore`). A re-sent prediction
-is then the one sent before (docs/RELIABILITY.md says when it cannot be).
+the inference thread while the next partition is read. Then each link's stream count
+and pending scores come back from what it was sent for its newest replayed sample
+(predictor/linkstate.py `restore`), the predictions topic read from its end back only
+as far as the replayed links need. A re-sent prediction is then the one sent before
+(docs/RELIABILITY.md says when it cannot be).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 
 import orjson
@@ -49,19 +50,18 @@ class Rebuild:
     async def run(self, assigned: set[TopicPartition]) -> tuple[int, int, int]:
         """Rebuild the links of these partitions; returns the samples replayed, the links
         whose state was restored and the predictions read back."""
-        loop = asyncio.get_running_loop()
         replays = [replay for tp in sorted(assigned) if (replay := await self._partition(tp))]
-        sent = await self._read_sent() if replays else []
-        replayed = sum([await replay for replay in replays])
-        store = self._processor.pipeline.store
-        restored = sum([await loop.run_in_executor(self._worker, restore, store, records)
-                        for records in sent])
-        return replayed, restored, sum(map(len, sent))
+        replayed = sum([await future for future, _ in replays])
+        if not replays:
+            return 0, 0, 0
+        restored, read_back = await self._restore_sent(set().union(*(links for _, links in replays)))
+        return replayed, restored, read_back
 
-    async def _partition(self, tp: TopicPartition) -> asyncio.Future[int] | None:
+    async def _partition(self, tp: TopicPartition) -> tuple[asyncio.Future[int], set[bytes]] | None:
         """Read the partition's recent history before the committed offset and hand it to
         the inference thread to replay into the windows; returns the replay's future
-        (the number of samples taken), None when there is nothing to replay.
+        (the number of samples taken) and the links replayed, None when there is
+        nothing to replay.
 
         A group without one that starts at the latest offset is placed at the partition's
         end here, and the history before that end is replayed: the windows then reach up
@@ -87,7 +87,8 @@ class Rebuild:
             records = await self._read(tp, start, upto)
             self._metrics.windows_rebuilt.inc(len(records))
             log.debug("rebuilding %s from offsets %d..%d: %d records", tp, start, upto, len(records))
-            return asyncio.get_running_loop().run_in_executor(self._worker, self._processor.replay, records)
+            replay = asyncio.get_running_loop().run_in_executor(self._worker, self._processor.replay, records)
+            return replay, {r.key for r in records if r.key is not None}
         except KafkaError as exc:
             log.warning("could not rebuild windows for %s (%s); its links warm up again", tp, exc)
             return None
@@ -120,53 +121,99 @@ class Rebuild:
             records.extend(r for r in got.get(tp, []) if upto is None or r.offset < upto)
         return records
 
-    async def _read_sent(self) -> list[list[ConsumerRecord]]:
-        """The output topic's last rebuild_seconds, one list per partition: from what each
-        link was sent, the rebuild restores its stream count and pending predictions, so
-        that a re-sent prediction is the one sent before."""
+    async def _restore_sent(self, links: set[bytes]) -> tuple[int, int]:
+        """Restore each replayed link's stream count and pending predictions from what it
+        was sent for its newest replayed sample, so that a re-sent prediction is the one
+        sent before. The predictions topic is read from its end back, in spans four
+        times longer each, and no further than rebuild_seconds: the prediction a link
+        needs is usually among the last few (a busy link's newest sample was predicted
+        just before the crash), so reading every prediction of rebuild_seconds, as it
+        once did, took a second of a restart. Returns the links restored and the
+        predictions read."""
         c = self._config
+        loop = asyncio.get_running_loop()
+        sent = await loop.run_in_executor(self._worker, SentState, self._processor.pipeline.store, links)
+        read = 0
         try:
             partitions = await self._producer.partitions_for(c.output_topic)
             tps = [TopicPartition(c.output_topic, p) for p in sorted(partitions)]
             ends = await self._history.end_offsets(tps)  # at most one batch short: see _read
-            starts = {tp: max(0, ends[tp] - c.rebuild_max_records) for tp in tps}
+            floors = {tp: max(0, ends[tp] - c.rebuild_max_records) for tp in tps}
             with contextlib.suppress(KafkaError, ValueError):
-                since = self._since_ms()
-                found = await self._history.offsets_for_times({tp: since for tp in tps})
-                starts = {tp: None if found.get(tp) is None else max(starts[tp], found[tp].offset)
+                found = await self._history.offsets_for_times({tp: self._since_ms() for tp in tps})
+                floors = {tp: None if found.get(tp) is None else max(floors[tp], found[tp].offset)
                           for tp in tps}  # None: nothing sent since
-            return [await self._read(tp, start, None) for tp, start in starts.items() if start is not None]
+            spans: dict[TopicPartition, tuple[int, int | None]] = {
+                tp: (ends[tp], None) for tp, floor in floors.items() if floor is not None}
+            span = max(1024, 4 * len(links) // max(1, len(tps)))
+            while spans and not sent.complete():
+                for tp, (upper, upto) in list(spans.items()):
+                    floor = floors[tp]
+                    assert floor is not None
+                    start = max(floor, upper - span)
+                    records = await self._read(tp, start, upto)
+                    read += len(records)
+                    await loop.run_in_executor(self._worker, sent.take, records)
+                    if start > floor:
+                        spans[tp] = (start, start)
+                    else:
+                        del spans[tp]
+                span *= 4
         except KafkaError as exc:
-            log.warning("could not read back the predictions sent (%s); the rebuilt links start "
-                        "a fresh stream count", exc)
-            return []
+            log.warning("could not read back the predictions sent (%s); the rebuilt links without "
+                        "theirs start a fresh stream count", exc)
+        return await loop.run_in_executor(self._worker, sent.restore), read
+
+
+class SentState:
+    """The per-link state found in the predictions sent, read from the newest back in
+    spans (each span's records in offset order, newer spans first): for each link,
+    what it was sent for its newest sample. A link is settled once its live
+    prediction for that sample, or a live one for an older sample, is passed (a batch
+    publishes its live predictions before its shadow ones, so only the live ones come
+    in event order), and its older predictions are not even decoded."""
+
+    def __init__(self, store: LinkState, links: Iterable[bytes] = ()) -> None:
+        self._store = store
+        # the tracked links whose state is still to be found (keys of events that were
+        # dead-lettered or evicted are not tracked)
+        self._pending = {key for key in links if store.newest(key.decode(errors="replace")) is not None}
+        self._passed: set[bytes] = set()
+        self._found: list[Sent] = []  # newest first
+
+    def complete(self) -> bool:
+        return not self._pending
+
+    def take(self, records: Sequence[ConsumerRecord]) -> None:
+        for record in reversed(records):
+            key = record.key
+            if key is None or key in self._passed:
+                continue
+            newest = self._store.newest(key.decode(errors="replace"))
+            if newest is None:  # a link this instance does not track
+                self._passed.add(key)
+                continue
+            sent = _sent(record)
+            if sent is None or sent.link_id.encode() != key:
+                continue
+            if sent.ts == newest:
+                self._found.append(sent)
+            if sent.ts <= newest and not sent.shadow:
+                self._passed.add(key)
+                self._pending.discard(key)
+
+    def restore(self) -> int:
+        """Apply what was found (store.restore); returns the links restored."""
+        return self._store.restore(reversed(self._found))
 
 
 def restore(store: LinkState, records: Sequence[ConsumerRecord]) -> int:
     """After Processor.replay: the stream counts and pending predictions of the links, from
-    the predictions they were sent (records of one partition of the predictions
-    topic, in offset order). Read from the newest back, a link's older predictions
-    are not even decoded once a live one older than its newest sample is passed
-    (a batch publishes its live predictions before its shadow ones, so only the live
-    ones come in event order). Returns the links restored."""
-    passed: set[bytes] = set()
-    found = []
-    for record in reversed(records):
-        key = record.key
-        if key is None or key in passed:
-            continue
-        newest = store.newest(key.decode(errors="replace"))
-        if newest is None:  # a link this instance does not track
-            passed.add(key)
-            continue
-        sent = _sent(record)
-        if sent is None or sent.link_id.encode() != key:
-            continue
-        if sent.ts == newest:
-            found.append(sent)
-        elif sent.ts < newest and not sent.shadow:
-            passed.add(key)
-    return store.restore(reversed(found))
+    the predictions they were sent (the records of one partition of the predictions
+    topic, in offset order). Returns the links restored."""
+    sent = SentState(store)
+    sent.take(records)
+    return sent.restore()
 
 
 def _sent(record: ConsumerRecord) -> Sent | None:

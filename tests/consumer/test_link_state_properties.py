@@ -34,7 +34,7 @@ from consumer.config import ServiceConfig
 from consumer.flags import Flags, rollout_bucket
 from consumer.metrics import Metrics
 from consumer.processor import Processor
-from consumer.rebuild import restore
+from consumer.rebuild import SentState, restore
 from predictor.api import BandwidthPredictor
 from predictor.engine import Engine
 from predictor.pipeline import Pipeline
@@ -168,6 +168,30 @@ def test_a_rebuild_then_more_events_equals_no_rebuild(models: ModelSet, stream: 
     assert by_event(after) == {k: v for k, v in by_event(continuous).items() if k[:2] in from_cut}
     resent = live(after).keys() & live(sent).keys()
     assert resent and all(live(after)[k] == live(sent)[k] for k in resent)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_reading_back_from_the_newest_in_spans_restores_what_reading_everything_does(
+    models: ModelSet, stream: list[ConsumerRecord], path: str
+) -> None:
+    """The rebuild reads the predictions topic from its end back, span by span, and
+    stops once every replayed link is settled: it reads a fraction of what was sent,
+    and the predictions that follow are those after a read of everything."""
+    (flags,) = PATHS[path]
+    cut, sent_upto = int(len(stream) * 0.7), int(len(stream) * 0.9)
+    sent = as_records(run(processor(models, flags), stream[:sent_upto]))
+    whole, in_spans = processor(models, flags), processor(models, flags)
+    for restarted in (whole, in_spans):
+        restarted.replay(stream[:cut])
+    restored = restore(whole.pipeline.store, sent)
+    state = SentState(in_spans.pipeline.store, {r.key for r in stream[:cut] if r.key})
+    upper = len(sent)
+    while upper > 0 and not state.complete():
+        state.take(sent[max(0, upper - 200):upper])
+        upper = max(0, upper - 200)
+    assert state.restore() == restored
+    assert upper > len(sent) / 2, f"read {len(sent) - upper} of {len(sent)} predictions"
+    assert by_event(run(in_spans, stream[cut:])) == by_event(run(whole, stream[cut:]))
 
 
 @pytest.mark.parametrize("path", PATHS)
