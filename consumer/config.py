@@ -113,6 +113,9 @@ class ServiceConfig:
     session_timeout_s: float = field(default=10.0, metadata=_help(
         "a member silent this long (crashed, frozen) loses its partitions to the others; "
         "the broker bounds it (Kafka: 6..300 s by default)"))
+    liveness_timeout_s: float = field(default=60.0, metadata=_help(
+        "/healthz fails once the event loop, or the poll loop outside a rebuild, has not "
+        "moved for this long, so that the orchestrator restarts a stuck process"))
     shutdown_timeout_s: float = field(default=10.0, metadata=_help(
         "on SIGTERM, longest wait to finish, publish and commit before exiting"))
     log_level: str = field(default="INFO", metadata=_help("DEBUG, INFO, WARNING or ERROR"))
@@ -221,6 +224,7 @@ def validate(config: ServiceConfig) -> list[str]:
     check(config.rebuild_seconds >= 0 and config.rebuild_max_records >= 0,
           "rebuild_seconds and rebuild_max_records must be >= 0")
     check(config.shutdown_timeout_s > 0, "shutdown_timeout_s must be > 0")
+    check(config.liveness_timeout_s >= 1, "liveness_timeout_s must be at least 1 second")
     check(config.max_future_s >= 0, "max_future_s must be >= 0 (0: no limit)")
     check(1 <= config.session_timeout_s <= 3600, "session_timeout_s must be 1..3600 seconds")
     check(config.inference_threads >= 0, "inference_threads must be >= 0 (0: all cores)")

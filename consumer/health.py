@@ -1,20 +1,65 @@
 """/healthz, /readyz and /metrics over HTTP, served from a background thread.
 
 prometheus-client's WSGI app serves /metrics; the two probes are routed in front of it.
-A thread (not the event loop) serves them, so a scrape never waits behind a batch.
+A thread (not the event loop) serves them, so a scrape never waits behind a batch, and
+/healthz can tell that the event loop has stopped moving (Service.liveness).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-Readiness = Callable[[], tuple[bool, str]]
+#: a probe's answer: whether it passes, and why
+Probe = Callable[[], tuple[bool, str]]
+
+
+class Heartbeat:
+    """When the event loop and the poll loop last moved, for /healthz (read from the
+    health thread). The event loop beats every second; the poll loop at each round,
+    which takes at most a poll timeout unless a batch's inference holds it. So a stuck
+    event loop or inference thread fails liveness after timeout_s; a lost broker does
+    not (the loop goes on polling, and readiness says so), nor does a rebuild (its
+    reads have time limits of their own)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        self._loop = time.monotonic()
+        self._poll: float | None = None  # None: not polling yet (connecting), or rebuilding
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._loop = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    def polled(self) -> None:
+        self._poll = time.monotonic()
+
+    @contextlib.contextmanager
+    def rebuilding(self) -> Iterator[None]:
+        self._poll = None
+        try:
+            yield
+        finally:
+            self._poll = time.monotonic()
+
+    def liveness(self) -> tuple[bool, str]:
+        now = time.monotonic()
+        if now - self._loop > self._timeout_s:
+            return False, f"the event loop has not moved for {now - self._loop:.0f} s"
+        polled = self._poll
+        if polled is not None and now - polled > self._timeout_s:
+            return False, f"the poll loop has not moved for {now - polled:.0f} s"
+        return True, "moving"
 
 
 class MetricsPortError(RuntimeError):
@@ -31,13 +76,16 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, readiness: Readiness) -> None:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, readiness: Probe,
+                 liveness: Probe) -> None:
         metrics_app = make_wsgi_app(registry)
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             path = environ.get("PATH_INFO", "")
             if path == "/healthz":
-                return _text(start_response, "200 OK", "ok\n")
+                alive, reason = liveness()
+                return _text(start_response, "200 OK" if alive else "503 Service Unavailable",
+                             f"{'ok' if alive else 'stuck'}: {reason}\n")
             if path == "/readyz":
                 ready, reason = readiness()
                 return _text(start_response, "200 OK" if ready else "503 Service Unavailable",

