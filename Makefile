@@ -30,8 +30,10 @@ demo: $(VENV)/.installed-run
 # about 5 on two cores. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 4
 
+# Tests marked serial measure time (a restart under load): they run alone, after the rest.
 test: $(VENV)/.installed-dev system-packages lint rules
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15 -m "not serial"
+	$(PY) -m pytest -p no:xdist -m serial
 
 # Debian packages the tests use: prometheus (promtool and a real server), stunnel4 (a
 # real TLS terminator in front of the broker), openssl (the test certificates) and

@@ -415,6 +415,7 @@ def model_predictions(port: int) -> float:
                if line.startswith("pba_predictions_total{") and 'source="model"' in line)
 
 
+@pytest.mark.serial  # a time bound: beside three other workers on two cores it measures them
 def test_a_sigkilled_member_under_load_predicts_from_the_model_again_within_five_seconds(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
