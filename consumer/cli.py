@@ -167,7 +167,7 @@ def _run_until_signal(coro_factory: Callable[[Any], Any]) -> Any:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from consumer.simulate import SimulationPlan, simulate
+    from consumer.simulate import SimulationPlan, simulate, window_note
 
     plan = SimulationPlan(links=args.links, rate=args.rate, duration=args.duration, regime=args.regime,
                           traces=args.traces, scale=args.scale, bad_rate=args.bad_rate, seed=args.seed)
@@ -175,6 +175,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if problems:
         print("pba simulate: " + "; ".join(problems), file=sys.stderr)
         return 2
+    note = window_note(plan)
+    if note and not args.quiet:
+        print(f"pba simulate: {note}", file=sys.stderr)
     bootstrap, security = _connection(args)
     try:
         _run_until_signal(lambda stop: simulate(plan, bootstrap, args.topic, progress=not args.quiet,

@@ -2,8 +2,10 @@
 
 Starts the embedded broker, `pba run` against it, a mixed-regime `pba simulate` (real
 traces from ../shared/traces mixed in when present, and a few bad events for the
-dead-letter path), and shows predictions live with `pba tail`. Every child is tied to
-this process (PR_SET_PDEATHSIG), so nothing outlives it, not even a kill -9.
+dead-letter path), and shows the predictions: on a terminal as a table updated in place
+(demo_view.py: each link's latest prediction, the running hit rate against the last
+value, dead letters and lag), otherwise as `pba tail`'s plain lines. Every child is tied
+to this process (PR_SET_PDEATHSIG), so nothing outlives it, not even a kill -9.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
+
 from consumer.broker import EmbeddedBroker, die_with_parent, free_port
+from consumer.config import ServiceConfig
 from consumer.tail import tail
 from consumer.topics import ensure_topics
 
-TOPICS = ("network.metrics", "bandwidth.predictions", "network.metrics.dlq")
+_DEFAULTS = ServiceConfig()  # the demo runs pba run with its default topics
+TOPICS = INPUT, PREDICTIONS, DEAD_LETTERS = _DEFAULTS.input_topic, _DEFAULTS.output_topic, _DEFAULTS.dlq_topic
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 
@@ -92,7 +98,48 @@ async def _demo(bootstrap: str, children: list[subprocess.Popen[bytes]]) -> None
         print("simulator: 12 synthetic links (no ../shared/traces here)", flush=True)
     print("predictions (the fallback serves while a link's window fills, then the models):\n",
           flush=True)
-    await tail(bootstrap, "bandwidth.predictions", from_beginning=True, stop=stop)
+    if sys.stdout.isatty():
+        await _live(bootstrap, port, stop)
+    else:
+        await tail(bootstrap, PREDICTIONS, from_beginning=True, stop=stop)
+
+
+async def _live(bootstrap: str, metrics_port: int, stop: asyncio.Event) -> None:
+    """The live table, redrawn four times a second until Ctrl-C."""
+    from rich.live import Live
+
+    from consumer.demo_view import LiveView
+
+    view = LiveView(PREDICTIONS, INPUT, DEAD_LETTERS)
+    consumer = AIOKafkaConsumer(*TOPICS, bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    loop = asyncio.get_running_loop()
+    next_lag = 0.0
+    await consumer.start()
+    try:
+        with Live(view.render(), refresh_per_second=4) as live:
+            while not stop.is_set():
+                for records in (await consumer.getmany(timeout_ms=250)).values():
+                    for record in records:
+                        view.take(record)
+                if loop.time() >= next_lag:
+                    next_lag = loop.time() + 2.0
+                    view.lag = await loop.run_in_executor(None, _lag, metrics_port)
+                live.update(view.render())
+    finally:
+        await consumer.stop()
+
+
+def _lag(metrics_port: int) -> float | None:
+    """The service's consumer lag, summed over its partitions (from its /metrics)."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:  # noqa: S310 - our own local endpoint
+            text = answer.read().decode()
+    except OSError:
+        return None
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("pba_consumer_lag{"))
 
 
 async def _ready(port: int, service: subprocess.Popen[bytes], stop: asyncio.Event,

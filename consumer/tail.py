@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -23,19 +22,28 @@ HEADER_EVERY = 25
 #: the headers of a dead letter (consumer/dead_letters.py) start with this
 DEAD_LETTER_PREFIX = "pba."
 
-PREDICTION_HEADER = (f"{'link':<28} {'mode':<10} {'source':<8} {'predicted':>12} {'reserve':>12} "
-                     f"{'conf':>5} {'action':<6} {'age':>7}")
+#: a prediction's columns: name, width, alignment
+PREDICTION_COLUMNS = (("link", 28, "<"), ("mode", 10, "<"), ("source", 8, "<"), ("predicted", 12, ">"),
+                      ("reserve", 12, ">"), ("conf", 5, ">"), ("action", 6, "<"), ("age", 7, ">"))
+PREDICTION_HEADER = " ".join(f"{name:{align}{width}}" for name, width, align in PREDICTION_COLUMNS)
 EVENT_HEADER = f"{'link':<28} {'bandwidth':>12} {'latency':>9} {'loss':>7} {'age':>7}"
 DEAD_LETTER_HEADER = f"{'dead letter':<28} {'reason':<20} error (source)"
 
 
-def format_row(p: dict[str, Any], now: float) -> str:
-    """One prediction as a table row."""
+def prediction_cells(p: dict[str, Any], now: float) -> list[str]:
+    """One prediction's cells, in PREDICTION_COLUMNS' order."""
     allocation = p.get("allocation")
     action = allocation.get("action", "?") if isinstance(allocation, dict) else "?"
-    return (f"{_text(p.get('link_id'))[:28]:<28} {_text(p.get('mode')):<10} {_text(p.get('source')):<8} "
-            f"{_mbps(p.get('predicted_bandwidth_mbps')):>12} {_mbps(p.get('reserve_mbps')):>12} "
-            f"{_fixed(p.get('confidence'), 2):>5} {_text(action):<6} {_age(p.get('ts'), now):>7}")
+    return [_text(p.get("link_id")), _text(p.get("mode")), _text(p.get("source")),
+            _mbps(p.get("predicted_bandwidth_mbps")), _mbps(p.get("reserve_mbps")),
+            _fixed(p.get("confidence"), 2), _text(action), _age(p.get("ts"), now)]
+
+
+def format_row(p: dict[str, Any], now: float) -> str:
+    """One prediction as a table row."""
+    return " ".join(f"{cell[:width] if name == 'link' else cell:{align}{width}}"
+                    for cell, (name, width, align) in zip(prediction_cells(p, now), PREDICTION_COLUMNS,
+                                                         strict=True))
 
 
 def format_event(e: dict[str, Any], now: float) -> str:
@@ -156,10 +164,8 @@ async def tail(
     out: TextIO = sys.stdout,
     stop: asyncio.Event | None = None,
     security: dict[str, Any] | None = None,
-    on_record: Callable[[ConsumerRecord], None] | None = None,
 ) -> int:
-    """Print the topic's records until stopped or `max_messages` printed; returns how
-    many. `on_record`, when given, takes each record instead of printing it."""
+    """Print the topic's records until stopped or `max_messages` printed; returns how many."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -178,9 +184,7 @@ async def tail(
                 for record in records:
                     if link is not None and record.key != link.encode():
                         continue
-                    if on_record is not None:
-                        on_record(record)
-                    elif as_json:
+                    if as_json:
                         out.write(json_line(record) + "\n")
                     else:
                         table.row(*table_line(record, time.time()))

@@ -101,6 +101,17 @@ def test_simulate_argument_errors_are_clear(kafka_bootstrap: str, args: list[str
     assert done.returncode == 2 and message in done.stderr
 
 
+def test_a_simulation_too_short_for_the_models_says_so_and_how_long_would_do(kafka_bootstrap: str,
+                                                                            topic: str) -> None:
+    short = pba("simulate", "--bootstrap", kafka_bootstrap, "--topic", topic, "--links", "20", "--rate", "40",
+                "--duration", "1")
+    assert short.returncode == 0, short.stderr
+    assert "each link gets 2 samples in this run" in short.stderr and "--duration 30 " in short.stderr
+    enough = pba("simulate", "--bootstrap", kafka_bootstrap, "--topic", topic, "--links", "2",
+                 "--rate", "200", "--duration", "1")
+    assert enough.returncode == 0 and "note:" not in enough.stderr
+
+
 def test_simulate_without_a_broker_address_says_how_to_give_one() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PBA_KAFKA_BOOTSTRAP"}
     done = subprocess.run([sys.executable, "-m", "consumer.cli", "simulate"], capture_output=True,
@@ -270,13 +281,14 @@ def _alive(pid: int) -> bool:
 
 
 def test_demo_shows_predictions_and_ctrl_c_leaves_nothing_running(traces_dir: Path) -> None:
+    """Not on a terminal: plain lines, model predictions within the first minute."""
     proc = subprocess.Popen([sys.executable, "-m", "consumer.demo"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PBA_TRACES_DIR": str(traces_dir)})
     assert proc.stdout is not None
     lines: list[str] = []
     children: set[int] = set()
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         lines.append(line)
@@ -293,3 +305,52 @@ def test_demo_shows_predictions_and_ctrl_c_leaves_nothing_running(traces_dir: Pa
     assert "demo stopped; nothing left running." in rest
     time.sleep(0.5)
     assert not [pid for pid in children if _alive(pid)], "processes left behind"
+
+
+def test_demo_on_a_terminal_updates_a_table_in_place_with_the_running_figures(traces_dir: Path) -> None:
+    """On a terminal (a pseudo-terminal here) the demo redraws one table instead of
+    scrolling: each link's row, and the hit rate against the last value, dead letters
+    and lag, with model predictions within the first minute."""
+    import fcntl
+    import pty
+    import re
+    import select
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 250, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "consumer.demo"], stdin=follower, stdout=follower,
+                            stderr=follower, env={**os.environ, "PBA_TRACES_DIR": str(traces_dir)})
+    os.close(follower)
+    shown = b""
+
+    def read_for(seconds: float) -> None:
+        nonlocal shown
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.2)[0]:
+                try:
+                    shown += os.read(leader, 1 << 16)
+                except OSError:  # the demo closed its end
+                    return
+
+    summary = re.compile(rb"(\d+) links, [\d,]+ predictions, (\d+) % from the models; within \+/-20 %: "
+                         rb"model [\d.]+ %, last value [\d.]+ % of [\d,]+ scored; dead letters \d+")
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 60 and not any(
+                int(m.group(2)) > 0 for m in summary.finditer(shown)):
+            read_for(1)
+        figures = [m for m in summary.finditer(shown)]
+        assert figures and int(figures[-1].group(2)) > 0, shown[-3000:].decode(errors="replace")
+        assert b"\x1b[" in shown, "no terminal control: the table was not redrawn in place"
+        assert len(figures) > 5 and int(figures[-1].group(1)) >= 12
+        proc.send_signal(signal.SIGINT)
+        read_for(15)
+        assert proc.wait(30) == 0
+        assert b"demo stopped; nothing left running." in shown
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
