@@ -96,6 +96,10 @@ class ServiceConfig:
     horizon_s: float = field(default=1.0, metadata=_help("prediction horizon and validity, seconds"))
     flags_file: Path | None = field(default=None, metadata=_help(
         "feature-flag TOML file, reloaded when it changes (rollout, kill switch, shadow, mode)"))
+    create_topic_partitions: int = field(default=4, metadata=_help(
+        "a topic the service uses and finds missing is created with this many partitions "
+        "(the input's bound how many instances share the work); 0: create none, leave it to "
+        "the cluster's operators or its auto-creation"))
     compression: str = field(default="none", metadata=_help(
         "codec for the batches this service publishes (predictions, dead letters): worth it "
         "when the network to the brokers is the limit, costs CPU otherwise", choices=COMPRESSIONS))
@@ -228,6 +232,7 @@ def validate(config: ServiceConfig) -> list[str]:
     check(config.max_future_s >= 0, "max_future_s must be >= 0 (0: no limit)")
     check(1 <= config.session_timeout_s <= 3600, "session_timeout_s must be 1..3600 seconds")
     check(config.inference_threads >= 0, "inference_threads must be >= 0 (0: all cores)")
+    check(config.create_topic_partitions >= 0, "create_topic_partitions must be >= 0 (0: create none)")
     if config.models is not None:
         check(Path(config.models).is_dir(), f"models directory {config.models} does not exist")
     if config.flags_file is not None:

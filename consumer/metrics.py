@@ -32,9 +32,14 @@ class ArrayHistogram(Collector):
     Exposed exactly like a Histogram (_bucket with le, _sum, _count).
     """
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 buckets: Sequence[float], registry: CollectorRegistry) -> None:
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float],
+                 registry: CollectorRegistry, deprecated_name: str | None = None) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        # a former name, exposed with the same series for one release so that dashboards
+        # and alerts can move over
+        self._names = [(name, documentation)]
+        if deprecated_name:
+            self._names.append((deprecated_name, f"Deprecated: use {name}. {documentation}"))
         self._bounds = np.array([*buckets, np.inf], dtype=np.float64)
         self._counts: dict[tuple[str, ...], npt.NDArray[np.int64]] = {}
         self._sums: dict[tuple[str, ...], float] = {}
@@ -58,17 +63,20 @@ class ArrayHistogram(Collector):
                 self._sums[labels] = float(values.sum())
 
     def describe(self) -> Iterator[HistogramMetricFamily]:
-        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for name, documentation in self._names:
+            yield HistogramMetricFamily(name, documentation, labels=self.labelnames)
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         with self._lock:
             series = [(labels, np.cumsum(counts), self._sums[labels])
                       for labels, counts in self._counts.items()]
-        for labels, cumulative, total in series:
-            buckets = [(floatToGoString(b), int(c)) for b, c in zip(self._bounds, cumulative, strict=True)]
-            family.add_metric(list(labels), buckets, total)
-        yield family
+        for name, documentation in self._names:
+            family = HistogramMetricFamily(name, documentation, labels=self.labelnames)
+            for labels, cumulative, total in series:
+                buckets = [(floatToGoString(b), int(c))
+                           for b, c in zip(self._bounds, cumulative, strict=True)]
+                family.add_metric(list(labels), buckets, total)
+            yield family
 
 
 class Metrics:
@@ -132,8 +140,9 @@ class Metrics:
             "pba_accuracy_scored_total", "Predictions scored against the next sample",
             ["mode", "predictor"], registry=r)
         self.abs_pct_error = ArrayHistogram(
-            "pba_absolute_percentage_error", "|predicted - actual| / actual of scored predictions",
-            ["mode", "predictor"], buckets=ERROR_BUCKETS, registry=r)
+            "pba_absolute_percentage_error_ratio", "|predicted - actual| / actual of scored predictions",
+            ["mode", "predictor"], buckets=ERROR_BUCKETS, registry=r,
+            deprecated_name="pba_absolute_percentage_error")  # before 2026-12: a ratio named as one
         self.drift = Gauge(
             "pba_drift_detected", "1 while the drift detector flags sustained error growth",
             ["mode"], registry=r)

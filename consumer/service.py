@@ -120,7 +120,9 @@ class Service:
                                       lambda: self._assigned, self._send_failed)
         c = self.config
         topics = (c.input_topic, c.output_topic, c.dlq_topic, *filter(None, [c.shadow_topic]))
-        await ensure_topics(self.bootstrap or "", topics, security=c.kafka_security())
+        if c.create_topic_partitions:
+            await ensure_topics(self.bootstrap or "", topics, partitions=c.create_topic_partitions,
+                                security=c.kafka_security())
         await self._update_output_partitions()
         clients.consumer.subscribe([c.input_topic], listener=_Rebalance(self))
         self._broker_ok = True

@@ -40,3 +40,17 @@ def test_array_histogram_skips_values_that_are_not_finite() -> None:
     histogram.observe(("m",), np.array([0.5, np.nan, np.inf, 2.0]))
     values = {s.name: s.value for f in registry.collect() for s in f.samples if s.labels.get("le") != "1.0"}
     assert values["y_count"] == 2 and values["y_sum"] == 2.5
+
+
+def test_the_error_ratio_is_named_for_its_unit_and_its_former_name_lasts_one_release() -> None:
+    from consumer.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.abs_pct_error.observe(("internet", "v3"), np.array([0.05, 0.3, 1.5]))
+    text = generate_latest(metrics.registry).decode()
+    new = [line for line in text.splitlines() if line.startswith("pba_absolute_percentage_error_ratio_")]
+    old = [line for line in text.splitlines() if line.startswith("pba_absolute_percentage_error_")
+           and not line.startswith("pba_absolute_percentage_error_ratio")]
+    assert new and [line.replace("_ratio", "", 1) for line in new] == old
+    assert 'pba_absolute_percentage_error_ratio_count{mode="internet",predictor="v3"} 3.0' in new
+    assert "# HELP pba_absolute_percentage_error Deprecated: use pba_absolute_percentage_error_ratio." in text

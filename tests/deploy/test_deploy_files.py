@@ -152,6 +152,25 @@ def test_grafana_provisioning_points_at_the_dashboard_and_prometheus() -> None:
     assert any('predictor' in e for e in exprs)  # v3 against v1
 
 
+def test_the_dashboard_imports_into_any_grafana_and_filters_by_instance_and_mode() -> None:
+    """No datasource uid of ours: a datasource variable picks one where it is imported;
+    every series can be narrowed to some instances and modes."""
+    import re
+
+    text = (DEPLOY / "grafana/dashboards/pba-stream.json").read_text()
+    dashboard = json.loads(text)
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert (variables["datasource"]["type"], variables["datasource"]["query"]) == ("datasource", "prometheus")
+    assert "label_values(pba_ready, instance)" in variables["instance"]["definition"]
+    assert "label_values(pba_predictions_total, mode)" in variables["mode"]["definition"]
+    uids = set(re.findall(r'"uid": "([^"]*)"', text)) - {dashboard["uid"]}
+    assert uids == {"${datasource}"}, uids
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for selector in re.findall(r"pba_[a-z0-9_]+(\{[^}]*\})?", target["expr"]):
+                assert 'instance=~"$instance"' in selector, target["expr"]
+
+
 def test_the_wheel_carries_the_models_and_schemas_and_no_broker(tmp_path: Path) -> None:
     """The Docker image installs the package: models and JSON Schemas must be inside,
     the license beside them, and the embedded broker (40 MB) only as an extra."""

@@ -31,7 +31,9 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "pba-stream.json"
 def expressions() -> list[str]:
     rules = [r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
     panels = json.loads(DASHBOARD.read_text())["panels"]
-    return rules + [t["expr"] for p in panels for t in p["targets"]]
+    # the dashboard's variables as Grafana sends them with "All" chosen (allValue .*)
+    return rules + [t["expr"].replace("$instance", ".*").replace("$mode", ".*")
+                    for p in panels for t in p["targets"]]
 
 
 def api(base: str, path: str, **params: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from kafka_support import (
     seconds_until_ready,
     service_config,
     service_process,
+    service_stderr,
 )
 
 pytestmark = pytest.mark.integration
@@ -277,6 +278,45 @@ def test_sigterm_exits_zero_after_committing(kafka_bootstrap: str, topics: Topic
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     assert len(again) == len(events)
+
+
+async def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
+    """Each existing topic of names, with its partition count."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = [n for n in names if n in set(await admin.list_topics())]
+        # (describe_topics([]) describes every topic)
+        described = await admin.describe_topics(existing) if existing else []
+        return {t["topic"]: len(t["partitions"]) for t in described}
+    finally:
+        await admin.close()
+
+
+def test_missing_topics_are_created_with_the_partitions_asked_for_or_not_at_all(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    mine = [topics.input, topics.output, topics.dlq]
+    port = free_port()
+    with service_process(kafka_bootstrap, topics, "--mode", "datacenter", "--metrics-port", str(port),
+                         "--create-topic-partitions", "6") as proc:
+        seconds_until_ready(port, 60, proc)
+        assert asyncio.run(partition_counts(kafka_bootstrap, mine)) == dict.fromkeys(mine, 6)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    left = Topics(*(f"{name}-left" for name in (topics.input, topics.output, topics.dlq, topics.group)))
+    with service_process(kafka_bootstrap, left, "--mode", "datacenter", "--create-topic-partitions", "0",
+                         "--log-level", "INFO") as proc:
+        time.sleep(6)
+        # (the embedded broker creates a topic a client asks metadata for, as Kafka does with
+        # auto.create.topics.enable: the input and output here; nothing asks for the dead letters')
+        created = asyncio.run(partition_counts(kafka_bootstrap, [left.dlq]))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert "created topics" not in service_stderr(proc)
+    assert created == {}
 
 
 def test_bad_configuration_is_refused_with_every_problem_named() -> None:
