@@ -42,7 +42,8 @@ from consumer.clients import FETCH_MAX_WAIT_MS, PRODUCER_LINGER_MS
 from consumer.config import ServiceConfig
 from consumer.metrics import Metrics
 from consumer.processor import Processor
-from consumer.service import POLL_TIMEOUT_MS, tune_garbage_collection
+from consumer.run import tune_garbage_collection
+from consumer.service import POLL_TIMEOUT_MS
 from consumer.topics import ensure_topics
 from predictor.engine import Engine
 from predictor.features import build_features

@@ -89,8 +89,10 @@ class LiveView:
         now = time.time() if now is None else now
         table = Table(box=None, header_style="bold", pad_edge=False)
         for name, width, align in PREDICTION_COLUMNS:
+            # on a narrow terminal only the link column gives way (ellipsis), not the figures
             table.add_column(name, justify="right" if align == ">" else "left", no_wrap=True,
-                             max_width=width if name == "link" else None, overflow="ellipsis")
+                             overflow="ellipsis", max_width=width if name == "link" else None,
+                             min_width=None if name == "link" else width)
         shown = sorted((k, v.prediction) for k, v in self._links.items() if v.prediction)[:self._rows]
         for _, prediction in shown:
             table.add_row(*prediction_cells(prediction, now))

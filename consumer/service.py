@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,24 +49,6 @@ log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 100
 HOUSEKEEPING_S = 1.0
-#: allocations between young-generation collections (CPython's default is 700)
-GC_YOUNG_THRESHOLD = 10_000
-
-
-def tune_garbage_collection() -> None:
-    """Collect cycles less often, and never among what start-up loaded.
-
-    A batch allocates a few short-lived tuples per event, which reference counting frees;
-    with the default threshold the cycle collector ran every few hundred events to find
-    nothing and took about a third of the ingest time (docs/BENCHMARKS.md). Freezing
-    moves modules, models and configuration out of its sight for good.
-    """
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
-
-
 class Service:
     def __init__(self, config: ServiceConfig, metrics: Metrics | None = None) -> None:
         self.config = config
@@ -139,7 +120,6 @@ class Service:
             log.info("metrics and health on http://%s:%d/metrics", self.config.metrics_bind, server.port)
         housekeeping = asyncio.create_task(self._housekeeping(stop))
         beat = asyncio.create_task(self.heartbeat.run(stop))
-        tune_garbage_collection()
         try:
             if await self._start_clients(stop):
                 log.info("consuming %s as group %s, publishing to %s", self.config.input_topic,
