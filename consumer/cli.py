@@ -1,4 +1,5 @@
-"""`pba`: the command line. Each subcommand parses its flags and hands over to its module."""
+"""`pba`: the command line. Each subcommand's flags and help are here; what it does is
+in commands.py, which hands over to the module that does the work."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from consumer import commands
 from predictor.pipeline import MODES
 
 Handler = Callable[[argparse.Namespace], int]
@@ -22,21 +24,6 @@ def _kafka_args(parser: argparse.ArgumentParser, default_topic: str, topic_help:
 
     add_arguments(parser, CONNECTION)
     parser.add_argument("--topic", default=default_topic, help=f"{topic_help} (default {default_topic})")
-
-
-def _connection(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """The bootstrap address and the client security settings, from the same layers as
-    `pba run`'s; a problem ends the command with exit status 2 and what to change."""
-    from consumer.config import CONNECTION, ConfigError
-    from consumer.config_load import load_config
-
-    try:
-        config = load_config(args, names=CONNECTION)
-    except ConfigError as exc:
-        print(f"pba {args.command}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    assert config.bootstrap is not None  # load_config refuses a missing one
-    return config.bootstrap, config.kafka_security()
 
 
 def _port(text: str) -> int:
@@ -59,201 +46,6 @@ def _rates(text: str) -> tuple[float, ...]:
     if not all(0 < rate < float("inf") for rate in rates) or len(set(rates)) != len(rates):
         raise argparse.ArgumentTypeError(f"rates must be > 0 and distinct, got {text!r}")
     return rates
-
-
-def _cmd_broker(args: argparse.Namespace) -> int:
-    from consumer.broker import BrokerError, run_foreground
-
-    try:
-        return run_foreground(port=args.port, host=args.host)
-    except BrokerError as exc:
-        print(f"pba broker: {exc}", file=sys.stderr)
-        return 2
-
-
-def _cmd_backtest(args: argparse.Namespace) -> int:
-    from predictor.manifest import ManifestError
-    from predictor.runtime import ModelError
-    from training.backtest import run_backtest
-    from training.traces import TraceError
-
-    try:
-        run_backtest(
-            args.traces, args.out, mode=args.mode, models_dir=args.models,
-            allow_fallback=args.allow_fallback, quiet=args.quiet, precision=args.precision,
-        )
-    except (ManifestError, ModelError, TraceError, OSError) as exc:
-        print(f"pba backtest: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    try:
-        from training.train import TrainSettings, recalibrate, run
-    except ImportError as exc:
-        print(f"pba train: {exc.name} is missing; install the training extra: "
-              "pip install -e '.[train]'", file=sys.stderr)
-        return 2
-    from training.traces import TraceError
-
-    modes = ("internet", "datacenter") if args.mode == "both" else (args.mode,)
-    settings = TrainSettings(
-        modes=modes, traces=args.traces, out=args.out, epochs=args.epochs, seed=args.seed,
-        device=args.device, plot=args.plot, progress=not args.quiet,
-        windows_per_source=args.windows_per_source, synthetic_links=args.synthetic_links,
-        batch_size=args.batch_size, validation_windows_per_source=args.validation_windows_per_source,
-    )
-    try:
-        manifest = recalibrate(settings) if args.calibrate_only else run(settings)
-    except (TraceError, OSError) as exc:
-        print(f"pba train: {exc}", file=sys.stderr)
-        return 2
-    print(f"models and manifest written: {manifest}")
-    return 0
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from consumer.config import ConfigError
-    from consumer.config_load import load_config
-    from consumer.logs import configure_logging
-    from predictor.manifest import ManifestError
-    from predictor.runtime import ModelError
-
-    try:
-        config = load_config(args)
-    except ConfigError as exc:
-        print(f"pba run: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(_lowered(config.log_level, args.verbose), config.log_format)
-    logging.getLogger("consumer").info("starting", extra={"config": config.redacted()})
-    from consumer.health import MetricsPortError
-    from consumer.run import serve
-
-    try:
-        return asyncio.run(serve(config))
-    except (ManifestError, ModelError) as exc:
-        print(f"pba run: cannot load models: {exc}\n(use --allow-fallback to serve the heuristic "
-              "instead)", file=sys.stderr)
-        return 2
-    except MetricsPortError as exc:
-        print(f"pba run: {exc}", file=sys.stderr)
-        return 2
-
-
-def _lowered(level: str, steps: int) -> str:
-    """The log level `steps` levels more verbose than `level` (-v, -vv), DEBUG at most."""
-    levels = ("DEBUG", "INFO", "WARNING", "ERROR")
-    return levels[max(0, levels.index(level.upper()) - steps)]
-
-
-def _run_until_signal(coro_factory: Callable[[Any], Any]) -> Any:
-    """Run a coroutine given a stop event that Ctrl-C / SIGTERM set, for a clean exit."""
-    import asyncio
-    import signal
-
-    async def main() -> Any:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        return await coro_factory(stop)
-
-    return asyncio.run(main())
-
-
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
-    from consumer.simulate import SimulationPlan, simulate, window_note
-
-    plan = SimulationPlan(links=args.links, rate=args.rate, duration=args.duration, regime=args.regime,
-                          traces=args.traces, scale=args.scale, bad_rate=args.bad_rate, seed=args.seed)
-    problems = plan.check()
-    if problems:
-        print("pba simulate: " + "; ".join(problems), file=sys.stderr)
-        return 2
-    note = window_note(plan)
-    if note and not args.quiet:
-        print(f"pba simulate: {note}", file=sys.stderr)
-    bootstrap, security = _connection(args)
-    try:
-        _run_until_signal(lambda stop: simulate(plan, bootstrap, args.topic, progress=not args.quiet,
-                                                security=security, stop=stop))
-    except (KafkaError, ValueError, OSError) as exc:
-        print(f"pba simulate: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _cmd_tail(args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
-    from consumer.tail import tail
-
-    bootstrap, security = _connection(args)
-    try:
-        _run_until_signal(lambda stop: tail(
-            bootstrap, args.topic, as_json=args.json, from_beginning=args.from_beginning,
-            max_messages=args.max_messages, link=args.link, stop=stop, security=security))
-    except KafkaError as exc:
-        print(f"pba tail: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `pba tail | head`: the reader has all it wanted
-        import os
-
-        # the interpreter flushes stdout once more at exit: into nothing, not the closed pipe
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
-
-
-def _cmd_agent(args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
-    from consumer.agent import Agent, AgentError, Peer, default_link_id, run_agent
-
-    try:
-        peer = Peer.parse(args.peer) if args.peer else None
-        link_id = args.link_id or default_link_id(args.interface, peer)
-        agent = Agent(args.interface, peer, args.interval, link_id)
-    except AgentError as exc:
-        print(f"pba agent: {exc}", file=sys.stderr)
-        return 2
-    if args.interval <= 0:
-        print("pba agent: --interval must be > 0", file=sys.stderr)
-        return 2
-    bootstrap, security = _connection(args)
-    try:
-        _run_until_signal(lambda stop: run_agent(agent, bootstrap, args.topic, once=args.once, stop=stop,
-                                                 security=security))
-    except KafkaError as exc:
-        print(f"pba agent: cannot publish to {bootstrap}: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import json
-
-    from consumer.bench import PARTS, render, run_bench
-
-    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip()) if args.parts else PARTS
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown or not parts:
-        print(f"pba bench: unknown part(s) {', '.join(unknown) or '(none given)'} in --parts; "
-              f"choose from {','.join(PARTS)}", file=sys.stderr)
-        return 2
-    if args.latency_rate and "latency" not in parts:
-        print("pba bench: --latency-rate is for the latency part; add latency to --parts", file=sys.stderr)
-        return 2
-    result = run_bench(args.mode, links=args.links, events=args.events, precision=args.precision,
-                       threads=args.threads, memory_links=args.memory_links, parts=parts,
-                       log=lambda msg: print(f"pba bench: {msg}", file=sys.stderr, flush=True),
-                       latency_rates=args.latency_rate)
-    print(json.dumps(result, indent=2, default=str) if args.json else render(result))
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     from consumer.config_load import add_arguments
 
     add_arguments(run)
-    run.set_defaults(handler=_cmd_run)
+    run.set_defaults(handler=commands.cmd_run)
 
     simulate = sub.add_parser(
         "simulate",
@@ -306,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--bad-rate", type=float, default=0.0, help="fraction of malformed events")
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("-q", "--quiet", action="store_true", help="no progress line")
-    simulate.set_defaults(handler=_cmd_simulate)
+    simulate.set_defaults(handler=commands.cmd_simulate)
 
     agent = sub.add_parser(
         "agent",
@@ -322,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--interval", type=float, default=1.0, help="seconds between events")
     agent.add_argument("--link-id", default=None, help="link id (default HOSTNAME:IF[->PEER])")
     agent.add_argument("--once", action="store_true", help="publish one event, print it, exit")
-    agent.set_defaults(handler=_cmd_agent)
+    agent.set_defaults(handler=commands.cmd_agent)
 
     tail_cmd = sub.add_parser(
         "tail",
@@ -340,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail_cmd.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail_cmd.add_argument("--max-messages", type=int, default=None, help="exit after N records")
     tail_cmd.add_argument("--link", default=None, metavar="ID", help="only this link")
-    tail_cmd.set_defaults(handler=_cmd_tail)
+    tail_cmd.set_defaults(handler=commands.cmd_tail)
 
     bench = sub.add_parser(
         "bench",
@@ -366,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "sweep the load and report the highest one whose p99 stays inside the "
                             "mode's budget (what one replica can take)")
     bench.add_argument("--json", action="store_true", help="JSON summary instead of a table")
-    bench.set_defaults(handler=_cmd_bench)
+    bench.set_defaults(handler=commands.cmd_bench)
 
     broker = sub.add_parser(
         "broker",
@@ -376,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     broker.add_argument("--port", type=_port, default=None, help="port (default: a free one)")
     broker.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    broker.set_defaults(handler=_cmd_broker)
+    broker.set_defaults(handler=commands.cmd_broker)
 
     backtest = sub.add_parser(
         "backtest",
@@ -398,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="model variant, as for pba run (int8: faster, 0.0-1.1 points of hit "
                                "rate below float; docs/MODEL_CARD.md)")
     backtest.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    backtest.set_defaults(handler=_cmd_backtest)
+    backtest.set_defaults(handler=commands.cmd_backtest)
 
     train = sub.add_parser(
         "train",
@@ -428,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--calibrate-only", action="store_true",
                        help="refit the confidence calibration of the models in --out, no training")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(handler=_cmd_train)
+    train.set_defaults(handler=commands.cmd_train)
     return parser
 
 
