@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 100
 HOUSEKEEPING_S = 1.0
+
+
 class Service:
     def __init__(self, config: ServiceConfig, metrics: Metrics | None = None) -> None:
         self.config = config
