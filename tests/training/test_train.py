@@ -109,3 +109,15 @@ def test_calibration_is_fitted_on_every_row_the_model_serves_on_the_given_traces
     for decile in reliability_table(result.confidence[rows[served]], hit):
         if decile["count"] >= 300:  # in-sample, every populated decile is close to its hit rate
             assert abs(decile["hit_rate"] - decile["mean_confidence"]) < 0.05, decile
+
+
+def test_a_mode_trained_alone_is_the_model_a_run_of_both_trains(small_pack: Path, tmp_path: Path) -> None:
+    """Seeds used to follow the mode's place in the list (and `--mode both` trains
+    internet first), so `pba train --mode datacenter` could not reproduce its model."""
+    alone = small_settings(small_pack, tmp_path / "alone")
+    both = dataclasses.replace(alone, modes=("internet", "datacenter"), out=tmp_path / "both", epochs=1)
+    run(dataclasses.replace(alone, epochs=1))
+    run(both)
+    alone_dc = load_manifest(tmp_path / "alone").models["datacenter"]
+    both_dc = load_manifest(tmp_path / "both").models["datacenter"]
+    assert alone_dc.sha256 == both_dc.sha256  # the exported file, byte for byte
