@@ -24,7 +24,7 @@ from consumer.metrics import Metrics
 from consumer.routing import route
 from consumer.scoring import Scoring
 from predictor.allocation import ACTION_NAMES
-from predictor.engine import MODEL, SOURCE_NAMES
+from predictor.engine import SOURCE_NAMES
 from predictor.modes import MODE_NAMES
 from predictor.pipeline import Captured, Pipeline, Round
 from predictor.window import MEASURED_CHANNELS
@@ -194,10 +194,8 @@ class Processor:
         keys: list[bytes | None] = [link.encode() for link in link_ids]
         modes = [MODE_NAMES[m] for m in r.mode.tolist()]
         sources = [SOURCE_NAMES[s] for s in r.source.tolist()]
-        model_rows = r.source == MODEL
-        if r.inference_s > 0:
-            for code in np.unique(r.mode[model_rows]).tolist():
-                self.metrics.inference_seconds.labels(MODE_NAMES[code]).observe(r.inference_s)
+        for model, seconds in r.model_seconds.items():  # each model's own time, once a batch
+            self.metrics.inference_seconds.labels(model).observe(seconds)
         versions = [V1_VERSION] * n if predictor == "v1" else r.version
         values = encode_predictions(PredictionColumns(
             prediction_id=self.pipeline.prediction_ids(batch, versions, shadow),

@@ -39,10 +39,16 @@ class BatchResult:
     mode: npt.NDArray[np.int8]
     source: npt.NDArray[np.int8]
     version: list[str]
-    inference_s: float  # wall time spent in model calls for this batch
+    #: wall time in each model's call for this batch, by model (datacenter, internet)
+    model_seconds: dict[str, float]
 
     def __len__(self) -> int:
         return len(self.predicted_mbps)
+
+    @property
+    def inference_s(self) -> float:
+        """Wall time spent in model calls for this batch, all models together."""
+        return sum(self.model_seconds.values())
 
 
 @dataclass
@@ -80,7 +86,7 @@ class Engine:
         predicted, reserve, confidence, score = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
         source = np.full(n, FALLBACK, dtype=np.int8)
         outputs: dict[int, _ModelOutput] = {}
-        spent = 0.0
+        spent: dict[str, float] = {}
         for mode, name in ((DATACENTER, "datacenter"), (INTERNET, "internet")):
             model = self.models.models.get(name) if use_models else None
             steps = WINDOW_STEPS[mode]
@@ -91,7 +97,7 @@ class Engine:
                 continue
             started = time.perf_counter()
             outputs[mode] = self._run(model, raw[rows], rows, steps)
-            spent += time.perf_counter() - started
+            spent[name] = time.perf_counter() - started
 
         for out in outputs.values():
             predicted[out.rows] = out.predicted
@@ -114,7 +120,7 @@ class Engine:
             mode=modes.astype(np.int8, copy=True),
             source=source,
             version=self._versions(modes, source, outputs),
-            inference_s=spent,
+            model_seconds=spent,
         )
 
     def _run(self, model: OnnxModel, raw: np.ndarray, rows: np.ndarray, steps: int) -> _ModelOutput:

@@ -216,3 +216,33 @@ def test_replay_fills_windows_without_publishing(processor: Processor) -> None:
     assert taken == 70
     out = processor.process([record(71, event("a", 70))])
     assert orjson.loads(out.each()[0].value)["source"] == "model"
+
+
+def test_each_models_time_is_recorded_once_per_batch_under_its_own_mode(tiny_models: Path) -> None:
+    """In auto mode a batch with both kinds of link runs both models: each histogram
+    gets its own model's time once (it used to get both models' time, once per mode)."""
+    models = load_models(tiny_models, ("datacenter", "internet"))
+    metrics = Metrics()
+    p = Processor(Pipeline(Engine(models), "auto", max_links=100), ServiceConfig(mode="auto"), metrics)
+
+    def observed(mode: str, what: str) -> float:
+        return metrics.registry.get_sample_value(f"pba_inference_seconds_{what}", {"mode": mode}) or 0.0
+
+    def link_event(link: str, ts: float, latency_ms: float) -> bytes:
+        # datacenter: >= 1 Gbit/s under 10 ms; internet: over 50 ms
+        return orjson.dumps({"link_id": link, "ts": ts, "bandwidth_mbps": 3000.0 + ts % 7,
+                             "latency_ms": latency_ms})
+
+    for step in range(80):  # fill both windows: 30 datacenter samples, 60 internet ones
+        p.process([record(2 * step, link_event("dc", 1000 + step, 0.3), key=b"dc"),
+                   record(2 * step + 1, link_event("wan", 1000 + step, 80.0), key=b"wan")])
+    before = {m: (observed(m, "count"), observed(m, "sum")) for m in ("datacenter", "internet")}
+    out = p.process([record(500, link_event("dc", 2000, 0.3), key=b"dc"),
+                     record(501, link_event("wan", 2000, 80.0), key=b"wan")])
+    sources = {orjson.loads(m.value)["link_id"]: orjson.loads(m.value) for m in out.each()}
+    assert {s["mode"] for s in sources.values()} == {"datacenter", "internet"}
+    assert all(s["source"] == "model" for s in sources.values())
+    counts = {m: observed(m, "count") - before[m][0] for m in before}
+    assert counts == {"datacenter": 1.0, "internet": 1.0}
+    spent = sum(observed(m, "sum") - before[m][1] for m in before)
+    assert spent == pytest.approx(sources["dc"]["inference_ms"] / 1000.0)
