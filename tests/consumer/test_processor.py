@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from metrics_support import sample
 
 from consumer.config import ServiceConfig
 from consumer.dead_letters import KEPT_KEY_BYTES, OMITTED_HEADER, shorten_dead_letter
@@ -85,10 +86,10 @@ def test_a_batch_predicts_and_scores_as_its_events_one_by_one_would(tiny_models:
     alone = [m for r in records for m in one_by_one.process([r]).each()]
     assert _comparable(together) == _comparable(alone)
     for predictor in ("v3", "v1"):
-        for counter in ("scored", "hits"):
-            metric = getattr(at_once.metrics, counter).labels("internet", predictor)._value.get()
-            assert metric == getattr(one_by_one.metrics, counter).labels("internet", predictor)._value.get()
-        assert at_once.metrics.scored.labels("internet", predictor)._value.get() > 20
+        for counter in ("pba_accuracy_scored_total", "pba_accuracy_hits_total"):
+            metric = sample(at_once.metrics, counter, mode="internet", predictor=predictor)
+            assert metric == sample(one_by_one.metrics, counter, mode="internet", predictor=predictor)
+        assert sample(at_once.metrics, "pba_accuracy_scored_total", mode="internet", predictor=predictor) > 20
 
 
 def _comparable(messages: list[Message]) -> list[tuple[str, bytes | None, bytes]]:
@@ -138,7 +139,7 @@ def test_events_not_keyed_by_their_link_are_predicted_counted_and_named_once_a_m
                                record(2, event("c", 1), key=None)])
     processor.process([record(3, event("b", 2), key=b"node-7")])
     assert len(first.each()) == 3
-    assert processor.metrics.events_misrouted._value.get() == 3
+    assert sample(processor.metrics, "pba_events_misrouted_total") == 3
     (warning,) = [r.getMessage() for r in caplog.records]
     assert warning.startswith("2 events in a batch are not keyed by their link_id (e.g. link 'b' with key "
                               "b'node-7'): key each event by its link_id")
@@ -192,8 +193,8 @@ def test_the_link_cap_evicts_and_says_so(processor: Processor, caplog: pytest.Lo
         out = processor.process([record(100 + i, event(f"m{i}", 2)) for i in range(70)])
     assert len(out.each()) == 70
     assert len(processor.pipeline.store) <= 100
-    assert processor.metrics.links_evicted.labels("cap")._value.get() >= 50
-    assert processor.metrics.link_cap_reached._value.get() == 1
+    assert sample(processor.metrics, "pba_links_evicted_total", reason="cap") >= 50
+    assert sample(processor.metrics, "pba_link_cap_reached") == 1
     assert "link cap of 100 reached" in caplog.text
     assert len(processor.process([record(200, event("new", 2))]).each()) == 1
 
@@ -226,7 +227,7 @@ def test_each_models_time_is_recorded_once_per_batch_under_its_own_mode(tiny_mod
     p = Processor(Pipeline(Engine(models), "auto", max_links=100), ServiceConfig(mode="auto"), metrics)
 
     def observed(mode: str, what: str) -> float:
-        return metrics.registry.get_sample_value(f"pba_inference_seconds_{what}", {"mode": mode}) or 0.0
+        return sample(metrics, f"pba_inference_seconds_{what}", mode=mode)
 
     def link_event(link: str, ts: float, latency_ms: float) -> bytes:
         # datacenter: >= 1 Gbit/s under 10 ms; internet: over 50 ms

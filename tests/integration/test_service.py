@@ -31,6 +31,7 @@ from kafka_support import (
     service_process,
     service_stderr,
 )
+from metrics_support import sample
 
 pytestmark = pytest.mark.integration
 
@@ -165,7 +166,7 @@ async def test_a_dead_letter_too_large_for_its_topic_goes_without_its_value_and_
         while await committed_total(kafka_bootstrap, topics.input, topics.group) < len(good) + 1:
             assert time.monotonic() < deadline, "commits stopped at the refused dead letter"
             await asyncio.sleep(0.2)
-        shortened = service.metrics.dead_letters_shortened._value.get()
+        shortened = sample(service.metrics, "pba_dead_letters_shortened_total")
 
     assert len(predictions(out)) == len(good)
     headers = dict(dead.headers)
@@ -186,7 +187,7 @@ async def test_late_and_duplicate_events_are_counted_not_predicted(
     await produce(kafka_bootstrap, topics.input, messages)
     async with running_service(service_config(kafka_bootstrap, topics)) as service:
         out = await read(kafka_bootstrap, topics.output, 3)
-        late = service.metrics.events_late._value.get()
+        late = sample(service.metrics, "pba_events_late_total")
     assert [p["ts"] for p in predictions(out)] == [100.0, 101.0, 102.0]
     assert late == 2
 
@@ -247,10 +248,8 @@ async def test_two_instances_split_the_links_and_lose_nothing(
     config = service_config(kafka_bootstrap, topics)
     async with running_service(config) as a, running_service(config) as b:
         out = await read(kafka_bootstrap, topics.output, len(events), timeout=90)
-        served_a = sum(a.metrics.predictions.labels(m, s)._value.get()
-                       for m in ("internet",) for s in ("model", "fallback"))
-        served_b = sum(b.metrics.predictions.labels(m, s)._value.get()
-                       for m in ("internet",) for s in ("model", "fallback"))
+        served_a, served_b = (sum(sample(member.metrics, "pba_predictions_total", mode="internet", source=s)
+                                  for s in ("model", "fallback")) for member in (a, b))
     preds = predictions(out)
     ids = Counter(p["prediction_id"] for p in preds)
     keys = {(p["link_id"], p["ts"]) for p in preds}

@@ -23,6 +23,7 @@ from kafka_support import (
     running_service,
     service_config,
 )
+from metrics_support import sample
 
 from consumer.broker import free_port
 from consumer.processor import V1_VERSION
@@ -59,7 +60,8 @@ async def test_shadow_mode_publishes_v3_beside_live_v1(
         live = predictions(await read(kafka_bootstrap, topics.output, len(events)))
         shadow = predictions(await read(kafka_bootstrap, shadow_topic, len(events)))
         await asyncio.sleep(0.5)
-        scored = {p: service.metrics.scored.labels("internet", p)._value.get() for p in ("v3", "v1")}
+        scored = {p: sample(service.metrics, "pba_accuracy_scored_total", mode="internet", predictor=p)
+                  for p in ("v3", "v1")}
     assert len(live) == len(shadow) == len(events)
     assert all(not p["shadow"] and p["model_version"] == V1_VERSION for p in live)
     assert all(p["shadow"] for p in shadow)
@@ -129,7 +131,7 @@ async def test_models_are_hot_reloaded_when_the_manifest_changes(
                 shutil.copy(item, models / item.name)
         await until(lambda: serving_shipped_models(service))
         await assert_the_rest_is_served_by_the_shipped_models(kafka_bootstrap, topics, events, 100)
-    assert service.metrics.model_load_failures._value.get() == 1
+    assert sample(service.metrics, "pba_model_load_failures_total") == 1
 
 
 async def test_a_model_set_copied_manifest_first_is_taken_once_its_files_have_landed(
@@ -143,15 +145,17 @@ async def test_a_model_set_copied_manifest_first_is_taken_once_its_files_have_la
     await produce(kafka_bootstrap, topics.input, events[:100])
     async with running_service(service_config(kafka_bootstrap, topics, models=models)) as service:
         await read(kafka_bootstrap, topics.output, 100, settle=0.2)
-        failures = service.metrics.model_load_failures
+        def failures() -> float:
+            return sample(service.metrics, "pba_model_load_failures_total")
+
         shutil.copy(DEFAULT_MODELS_DIR / MANIFEST_NAME, models / MANIFEST_NAME)
-        assert await until(lambda: failures._value.get() == 1), "the half-copied set was not looked at"
+        assert await until(lambda: failures() == 1), "the half-copied set was not looked at"
         assert not serving_shipped_models(service)
         for item in DEFAULT_MODELS_DIR.glob("*.onnx"):
             shutil.copy(item, models / item.name)
         await until(lambda: serving_shipped_models(service))
         await assert_the_rest_is_served_by_the_shipped_models(kafka_bootstrap, topics, events, 100)
-    assert failures._value.get() == 1
+    assert failures() == 1
 
 
 async def test_health_readiness_and_metrics_are_served(kafka_bootstrap: str, topics: Topics) -> None:
