@@ -1,13 +1,14 @@
 """Simple predictors a user would otherwise pick, vectorised over many windows.
 
-They are the yardstick for the LSTMs, the "v1" comparator in shadow mode, and (mean of
-the last 5, as the original did) the fallback. Input: bandwidth (n, T), oldest first,
-NaN before a link's first sample. Output: (n,) prediction of the next sample.
+They are the yardstick every accuracy figure is set against (REPORTED_BASELINES), and
+the last value is also the fallback and the "v1" predictor (predictor/engine.py; the
+original's mean of the last 5 hit +/-20 % less often on every source, docs/MODEL_CARD.md).
+Input: bandwidth (n, T), oldest first, NaN before a link's first sample. Output: (n,)
+prediction of the next sample.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -43,12 +44,6 @@ def harmonic_mean(bandwidth: FloatArray, k: int = 5) -> FloatArray:
         return np.where(n > 0, n / inverse.sum(axis=1), np.nan)
 
 
-def mean_last(bandwidth: FloatArray, k: int = 5) -> FloatArray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(bandwidth[:, -k:], axis=1)
-
-
 def last_present(bandwidth: FloatArray) -> FloatArray:
     """The newest non-NaN value of each row (NaN where a row has none)."""
     present = ~np.isnan(bandwidth)
@@ -61,7 +56,6 @@ BASELINES: dict[str, Callable[[FloatArray], FloatArray]] = {
     "last_value": last_value,
     "ewma": ewma,
     "harmonic_mean_5": harmonic_mean,
-    "mean_5": mean_last,
 }
 
 
@@ -74,13 +68,8 @@ def walk_forward(bandwidth: FloatArray, name: str, window: int = 60) -> FloatArr
     for i = 0..n-2: what it would have said for sample i+1."""
     from numpy.lib.stride_tricks import sliding_window_view
 
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
     history = np.asarray(bandwidth[:-1], dtype=np.float64)
     padded = np.concatenate([np.full(window - 1, np.nan), history])
     return BASELINES[name](sliding_window_view(padded, window))
-
-
-def baseline(name: str) -> Callable[[FloatArray], FloatArray]:
-    try:
-        return BASELINES[name]
-    except KeyError:
-        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}") from None

@@ -11,7 +11,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from predictor.confidence import hits, reliability_table  # noqa: E402
 from predictor.features import from_log_ratio  # noqa: E402
 
 
@@ -42,16 +41,4 @@ def plot_training(out: Path, mode: str, history: list[dict[str, float]], model: 
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / f"{mode}-predicted-vs-actual.png", dpi=110)
-    plt.close(fig)
-
-
-def plot_calibration(out: Path, name: str, confidence: np.ndarray, predicted: np.ndarray,
-                     actual: np.ndarray) -> None:
-    table = reliability_table(confidence, hits(predicted, actual))
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.plot([r["mean_confidence"] for r in table], [r["hit_rate"] for r in table], "o-")
-    ax.set(xlabel="confidence", ylabel="hit rate (+/-20 %)", title=f"{name}: calibration")
-    fig.tight_layout()
-    fig.savefig(out / f"{name}-calibration.png", dpi=110)
     plt.close(fig)

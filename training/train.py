@@ -300,7 +300,7 @@ def run(settings: TrainSettings) -> Path:
         if fallback_cal is None:
             fallback_cal = calibrate_fallback(valid.real_only())
         # written after each mode, so a long run that is stopped keeps what it finished
-        manifest = write_manifest(settings.out, entries, fallback_cal or _existing_fallback(settings.out))
+        manifest = write_manifest(settings.out, entries, fallback_cal)
         _save_histories(settings.out, histories)
         if settings.plot:
             from training.plots import plot_training
@@ -353,13 +353,6 @@ def _existing_entries(out: Path, retrained: tuple[str, ...]) -> dict[str, dict[s
         return {}
     data = orjson.loads(path.read_bytes())
     return {m: e for m, e in data.get("models", {}).items() if m not in retrained}
-
-
-def _existing_fallback(out: Path) -> Calibration | None:
-    try:
-        return load_manifest(out).fallback_calibration
-    except Exception:  # no usable manifest yet: nothing to keep
-        return None
 
 
 def _save_histories(out: Path, histories: dict[str, list[dict[str, float]]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from predictor.baselines import baseline, ewma, harmonic_mean, last_value, mean_last
+from predictor.baselines import ewma, harmonic_mean, last_value, walk_forward
 
 NAN = np.nan
 
@@ -24,10 +24,12 @@ def test_harmonic_mean_of_the_last_five() -> None:
     assert got == pytest.approx(5 / (1 + 0.5 + 0.25 * 3))
 
 
-def test_mean_of_the_last_five() -> None:
-    assert mean_last(np.array([[100, 1, 2, 3, 4, 5.0]]))[0] == 3
-
-
 def test_unknown_baseline_is_named_in_the_error() -> None:
-    with pytest.raises(ValueError, match="unknown baseline 'median'"):
-        baseline("median")
+    with pytest.raises(ValueError, match="unknown baseline 'median'; choose one of last_value, ewma"):
+        walk_forward(np.array([1.0, 2.0, 3.0]), "median")
+
+
+def test_walk_forward_predicts_each_next_sample_from_the_samples_before_it() -> None:
+    series = np.array([10.0, 20.0, 40.0, 80.0])
+    assert walk_forward(series, "last_value").tolist() == [10, 20, 40]
+    assert walk_forward(series, "harmonic_mean_5")[1] == pytest.approx(2 / (1 / 10 + 1 / 20))
