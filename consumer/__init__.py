@@ -15,8 +15,11 @@
 Beside the flow: rebuild.py restores the per-link state of newly assigned partitions
 (input replayed, sent predictions read back); serving.py loads and reloads the models
 and applies the flags' mode; housekeeping.py probes the broker, measures lag;
-health.py and metrics.py serve /healthz, /readyz and /metrics.
+health.py and metrics.py serve /healthz (with the loops' heartbeat), /readyz and
+/metrics. config.py holds every setting and its checks, config_load.py merges flags,
+environment and file into it; run.py is `pba run` as a process.
 
-The companion tools (bench, simulate, agent, tail, demo, broker) live here too for
-now; issue #20 gives them a room of their own.
+The command line: cli.py parses, commands.py runs each command. The companion tools
+(bench, simulate, agent, tail, demo and its demo_view, broker) live here too for now;
+issue #20 gives them a room of their own.
 """
