@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.broker import EmbeddedBroker, die_with_parent, free_port
 from consumer.config import ServiceConfig
@@ -138,8 +139,8 @@ def _lag(metrics_port: int) -> float | None:
             text = answer.read().decode()
     except OSError:
         return None
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("pba_consumer_lag{"))
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               if family.name == "pba_consumer_lag" for sample in family.samples)
 
 
 async def _ready(port: int, service: subprocess.Popen[bytes], stop: asyncio.Event,

@@ -14,6 +14,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 from aiokafka.structs import ConsumerRecord
 from rich.console import Group, RenderableType
@@ -21,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from consumer.tail import PREDICTION_COLUMNS, dead_letter_headers, prediction_cells
-from predictor.confidence import HIT_TOLERANCE
+from predictor.confidence import hits
 
 
 @dataclass
@@ -79,9 +80,10 @@ class LiveView:
                 continue
             predicted = link.unscored.pop(ts)
             if here and later[0] > 0:
+                model, last_value = hits(np.array([predicted, here[0]]), np.array([later[0], later[0]]))
                 self.scores.scored += 1
-                self.scores.model += abs(predicted - later[0]) < HIT_TOLERANCE * later[0]
-                self.scores.last_value += abs(here[0] - later[0]) < HIT_TOLERANCE * later[0]
+                self.scores.model += bool(model)
+                self.scores.last_value += bool(last_value)
         for ts in [t for t in link.unscored if link.events and t < link.events[0][0]]:
             del link.unscored[ts]  # its events are gone from the short memory: never scored
 
