@@ -23,7 +23,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	touch $@ $(VENV)/.installed-run
 
 demo: $(VENV)/.installed-run
-	$(PY) -m consumer.demo
+	$(PY) -m consumer.tools.demo
 
 # Most integration tests wait on the broker and the clock (streams of tens of seconds,
 # session timeouts), not on the CPU: four workers take the suite from about 13 minutes to

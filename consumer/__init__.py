@@ -19,7 +19,7 @@ health.py and metrics.py serve /healthz (with the loops' heartbeat), /readyz and
 /metrics. config.py holds every setting and its checks, config_load.py merges flags,
 environment and file into it; run.py is `pba run` as a process.
 
-The command line: cli.py parses, commands.py runs each command. The companion tools
-(bench, simulate, agent, tail, demo and its demo_view, broker) live here too for now;
-issue #20 gives them a room of their own.
+cli.py is the `pba` command line: `pba run` goes to run.py, every other command to
+tools/, the companion tools (bench, simulate, agent, tail, demo, the embedded broker),
+which the service never imports; nothing here imports training/ (tests/test_layout.py).
 """

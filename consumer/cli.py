@@ -1,5 +1,6 @@
-"""`pba`: the command line. Each subcommand's flags and help are here; what it does is
-in commands.py, which hands over to the module that does the work."""
+"""`pba`: the command line. Each subcommand's flags and help are here. `pba run` hands
+over to consumer/run.py; the other commands to consumer/tools/commands.py, which loads
+the tool (or training/) only when its command runs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from consumer import commands
 from predictor.pipeline import MODES
 
 Handler = Callable[[argparse.Namespace], int]
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     from consumer.config_load import add_arguments
 
     add_arguments(run)
-    run.set_defaults(handler=commands.cmd_run)
+    run.set_defaults(handler=_run)
 
     simulate = sub.add_parser(
         "simulate",
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--bad-rate", type=float, default=0.0, help="fraction of malformed events")
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("-q", "--quiet", action="store_true", help="no progress line")
-    simulate.set_defaults(handler=commands.cmd_simulate)
+    simulate.set_defaults(handler=_tool("cmd_simulate"))
 
     agent = sub.add_parser(
         "agent",
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--interval", type=float, default=1.0, help="seconds between events")
     agent.add_argument("--link-id", default=None, help="link id (default HOSTNAME:IF[->PEER])")
     agent.add_argument("--once", action="store_true", help="publish one event, print it, exit")
-    agent.set_defaults(handler=commands.cmd_agent)
+    agent.set_defaults(handler=_tool("cmd_agent"))
 
     tail_cmd = sub.add_parser(
         "tail",
@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail_cmd.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail_cmd.add_argument("--max-messages", type=int, default=None, help="exit after N records")
     tail_cmd.add_argument("--link", default=None, metavar="ID", help="only this link")
-    tail_cmd.set_defaults(handler=commands.cmd_tail)
+    tail_cmd.set_defaults(handler=_tool("cmd_tail"))
 
     bench = sub.add_parser(
         "bench",
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "sweep the load and report the highest one whose p99 stays inside the "
                             "mode's budget (what one replica can take)")
     bench.add_argument("--json", action="store_true", help="JSON summary instead of a table")
-    bench.set_defaults(handler=commands.cmd_bench)
+    bench.set_defaults(handler=_tool("cmd_bench"))
 
     broker = sub.add_parser(
         "broker",
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     broker.add_argument("--port", type=_port, default=None, help="port (default: a free one)")
     broker.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    broker.set_defaults(handler=commands.cmd_broker)
+    broker.set_defaults(handler=_tool("cmd_broker"))
 
     backtest = sub.add_parser(
         "backtest",
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="model variant, as for pba run (int8: faster, 0.0-1.1 points of hit "
                                "rate below float; docs/MODEL_CARD.md)")
     backtest.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    backtest.set_defaults(handler=commands.cmd_backtest)
+    backtest.set_defaults(handler=_tool("cmd_backtest"))
 
     train = sub.add_parser(
         "train",
@@ -220,8 +220,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--calibrate-only", action="store_true",
                        help="refit the confidence calibration of the models in --out, no training")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(handler=commands.cmd_train)
+    train.set_defaults(handler=_tool("cmd_train"))
     return parser
+
+
+def _tool(name: str) -> Handler:
+    """The handler `name` of consumer/tools/commands.py, imported when its command runs:
+    `pba run` loads no tool module (tests/test_layout.py)."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from consumer.tools import commands
+
+        tool: Handler = getattr(commands, name)
+        return tool(args)
+
+    return handler
+
+
+def _run(args: argparse.Namespace) -> int:
+    from consumer.run import main as run_main  # the service's modules, only for `pba run`
+
+    return run_main(args)
 
 
 def _version() -> str:

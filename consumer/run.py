@@ -1,15 +1,23 @@
-"""`pba run` as a process: the service until SIGTERM or SIGINT, its models reloaded on
-SIGHUP, and the embedded broker when asked for (--embedded-broker)."""
+"""`pba run` as a process: the settings loaded and checked, the service until SIGTERM or
+SIGINT, its models reloaded on SIGHUP, and the embedded broker when asked for
+(--embedded-broker)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import logging
 import signal
+import sys
 
-from consumer.config import ServiceConfig
+from consumer.config import ConfigError, ServiceConfig
+from consumer.config_load import load_config
+from consumer.health import MetricsPortError
+from consumer.logs import configure_logging
 from consumer.service import Service
+from predictor.manifest import ManifestError
+from predictor.runtime import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +57,7 @@ async def serve(config: ServiceConfig) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     if config.embedded_broker:
-        from consumer.broker import EmbeddedBroker
+        from consumer.tools.broker import EmbeddedBroker
 
         broker = EmbeddedBroker().start()
         service.bootstrap = broker.bootstrap
@@ -61,3 +69,30 @@ async def serve(config: ServiceConfig) -> int:
             broker.stop()
     log.info("stopped")
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """`pba run` once cli.py has parsed its flags: the exit status, 2 with a message for
+    a setting or a model a person can fix."""
+    try:
+        config = load_config(args)
+    except ConfigError as exc:
+        print(f"pba run: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(_lowered(config.log_level, args.verbose), config.log_format)
+    logging.getLogger("consumer").info("starting", extra={"config": config.redacted()})
+    try:
+        return asyncio.run(serve(config))
+    except (ManifestError, ModelError) as exc:
+        print(f"pba run: cannot load models: {exc}\n(use --allow-fallback to serve the heuristic "
+              "instead)", file=sys.stderr)
+        return 2
+    except MetricsPortError as exc:
+        print(f"pba run: {exc}", file=sys.stderr)
+        return 2
+
+
+def _lowered(level: str, steps: int) -> str:
+    """The log level `steps` levels more verbose than `level` (-v, -vv), DEBUG at most."""
+    levels = ("DEBUG", "INFO", "WARNING", "ERROR")
+    return levels[max(0, levels.index(level.upper()) - steps)]

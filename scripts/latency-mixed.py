@@ -18,8 +18,8 @@ import time
 import numpy as np
 import orjson
 
-from consumer.bench import _collect, _events, _produce, _produce_at, _service, _topics
-from consumer.broker import EmbeddedBroker
+from consumer.tools.bench import load
+from consumer.tools.broker import EmbeddedBroker
 from predictor.modes import BUDGET_S, INTERNET, MODE_CODES, WINDOW_STEPS
 from predictor.runtime import SessionSettings
 
@@ -31,9 +31,9 @@ def mixed_events(rate: float) -> list[tuple[bytes, bytes]]:
     """Full windows' worth of history, then SECONDS of live events at `rate`, the two
     kinds interleaved."""
     per_link = WINDOW_STEPS[INTERNET] + int(rate * SECONDS / LINKS) + 1
-    datacenter = _events(LINKS // 2, per_link, "datacenter")
+    datacenter = load.events(LINKS // 2, per_link, "datacenter")
     internet = [(k.replace(b"bench-", b"inet-"), v.replace(b'"bench-', b'"inet-'))
-                for k, v in _events(LINKS // 2, per_link, "internet")]
+                for k, v in load.events(LINKS // 2, per_link, "internet")]
     return [message for pair in zip(datacenter, internet, strict=True) for message in pair]
 
 
@@ -41,12 +41,12 @@ async def measure(bootstrap: str, rate: float) -> dict[str, np.ndarray]:
     messages = mixed_events(rate)
     warm = LINKS * WINDOW_STEPS[INTERNET]
     run = f"mixed-{int(time.time())}-{int(rate)}"
-    inp, out = await _topics(bootstrap, run)
-    await _produce(bootstrap, inp, messages[:warm])
-    with _service(bootstrap, run, "auto", SessionSettings()) as service:
-        await _collect(bootstrap, out, warm, 300, service)
-        sent = await _produce_at(bootstrap, inp, messages[warm:], rate)
-        records = await _collect(bootstrap, out, len(messages), 120, service)
+    inp, out = await load.topics(bootstrap, run)
+    await load.produce(bootstrap, inp, messages[:warm])
+    with load.service(bootstrap, run, "auto", SessionSettings()) as service:
+        await load.collect(bootstrap, out, warm, 300, service)
+        sent = await load.produce_at(bootstrap, inp, messages[warm:], rate)
+        records = await load.collect(bootstrap, out, len(messages), 120, service)
     by_mode: dict[str, list[int]] = {}
     for record in records:
         prediction = orjson.loads(record.value)

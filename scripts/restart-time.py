@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "support"))
 from kafka_support import free_port, ready_now  # noqa: E402
 
-from consumer.broker import EmbeddedBroker  # noqa: E402
+from consumer.tools.broker import EmbeddedBroker  # noqa: E402
 
 
 def main(kills: int, warm_up: float, every: float, extra: list[str]) -> None:

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kafka_support import committed_total
 
-from consumer.broker import answers_metadata
+from consumer.tools.broker import answers_metadata
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ async def test_produce_consume_commit_and_resume(kafka_bootstrap: str, topic: st
 
 
 def test_pba_broker_command_serves_a_plain_client_and_stops_on_sigterm(unique_name: str) -> None:
-    from consumer.broker import free_port
+    from consumer.tools.broker import free_port
 
     port = free_port()
     proc = subprocess.Popen(

@@ -282,7 +282,7 @@ def _alive(pid: int) -> bool:
 
 def test_demo_shows_predictions_and_ctrl_c_leaves_nothing_running(traces_dir: Path) -> None:
     """Not on a terminal: plain lines, model predictions within the first minute."""
-    proc = subprocess.Popen([sys.executable, "-m", "consumer.demo"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "consumer.tools.demo"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PBA_TRACES_DIR": str(traces_dir)})
     assert proc.stdout is not None
@@ -321,7 +321,7 @@ def test_demo_on_a_terminal_updates_a_table_in_place_with_the_running_figures(tr
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 250, 0, 0))
     # the size of the terminal, also as the variables that win over it (pytest sets COLUMNS)
-    proc = subprocess.Popen([sys.executable, "-m", "consumer.demo"], stdin=follower, stdout=follower,
+    proc = subprocess.Popen([sys.executable, "-m", "consumer.tools.demo"], stdin=follower, stdout=follower,
                             stderr=follower, env={**os.environ, "PBA_TRACES_DIR": str(traces_dir),
                                                   "COLUMNS": "250", "LINES": "50"})
     os.close(follower)

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kafka_support import Topics, link_events, produce, read, running_service, service_config
 
-from consumer.broker import free_port
+from consumer.tools.broker import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -37,7 +37,7 @@ from kafka_support import (
     simulate_process,
 )
 
-from consumer.broker import EmbeddedBroker
+from consumer.tools.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 

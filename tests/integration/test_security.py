@@ -32,7 +32,7 @@ from kafka_support import (
     service_stderr,
 )
 
-from consumer.broker import EmbeddedBroker
+from consumer.tools.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 

@@ -25,9 +25,9 @@ from kafka_support import (
 )
 from metrics_support import sample
 
-from consumer.broker import free_port
 from consumer.processor import V1_VERSION
 from consumer.service import Service
+from consumer.tools.broker import free_port
 from predictor.manifest import DEFAULT_MODELS_DIR, MANIFEST_NAME
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 from rich.console import Console
 
-from consumer.demo_view import LiveView
+from consumer.tools.demo_view import LiveView
 
 IN, OUT, DLQ = "in", "out", "dlq"
 

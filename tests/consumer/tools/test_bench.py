@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumer.bench import latency_sweep
+from consumer.tools.bench import latency_sweep
 
 
 def measured(rate: float, p99_ms: float) -> tuple[dict[str, float], dict[str, float]]:

@@ -21,7 +21,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from consumer.tail import PREDICTION_COLUMNS, dead_letter_headers, prediction_cells
+from consumer.tools.tail import PREDICTION_COLUMNS, dead_letter_headers, prediction_cells
 from predictor.confidence import hits
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.broker import EmbeddedBroker, die_with_parent, free_port
 from consumer.config import ServiceConfig
-from consumer.tail import tail
+from consumer.tools.broker import EmbeddedBroker, die_with_parent, free_port
+from consumer.tools.tail import tail
 from consumer.topics import ensure_topics
 
 _DEFAULTS = ServiceConfig()  # the demo runs pba run with its default topics
@@ -109,7 +109,7 @@ async def _live(bootstrap: str, metrics_port: int, stop: asyncio.Event) -> None:
     """The live table, redrawn four times a second until Ctrl-C."""
     from rich.live import Live
 
-    from consumer.demo_view import LiveView
+    from consumer.tools.demo_view import LiveView
 
     view = LiveView(PREDICTIONS, INPUT, DEAD_LETTERS)
     consumer = AIOKafkaConsumer(*TOPICS, bootstrap_servers=bootstrap, group_id=None,

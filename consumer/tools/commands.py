@@ -1,10 +1,11 @@
-"""What each `pba` subcommand does once cli.py has parsed its flags: a handler per
-command, each returning the exit status (2 with a message for what a person can fix)."""
+"""What each `pba` command beside `pba run` does once consumer/cli.py has parsed its
+flags: a handler per command, each returning the exit status (2 with a message for what
+a person can fix). Each imports the module that does the work only when it runs, so that
+`pba tail` does not load the models and the service never loads training code."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ def _connection(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from consumer.broker import BrokerError, run_foreground
+    from consumer.tools.broker import BrokerError, run_foreground
 
     try:
         return run_foreground(port=args.port, host=args.host)
@@ -77,42 +78,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from consumer.config import ConfigError
-    from consumer.config_load import load_config
-    from consumer.logs import configure_logging
-    from predictor.manifest import ManifestError
-    from predictor.runtime import ModelError
-
-    try:
-        config = load_config(args)
-    except ConfigError as exc:
-        print(f"pba run: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(_lowered(config.log_level, args.verbose), config.log_format)
-    logging.getLogger("consumer").info("starting", extra={"config": config.redacted()})
-    from consumer.health import MetricsPortError
-    from consumer.run import serve
-
-    try:
-        return asyncio.run(serve(config))
-    except (ManifestError, ModelError) as exc:
-        print(f"pba run: cannot load models: {exc}\n(use --allow-fallback to serve the heuristic "
-              "instead)", file=sys.stderr)
-        return 2
-    except MetricsPortError as exc:
-        print(f"pba run: {exc}", file=sys.stderr)
-        return 2
-
-
-def _lowered(level: str, steps: int) -> str:
-    """The log level `steps` levels more verbose than `level` (-v, -vv), DEBUG at most."""
-    levels = ("DEBUG", "INFO", "WARNING", "ERROR")
-    return levels[max(0, levels.index(level.upper()) - steps)]
-
-
 def _run_until_signal(coro_factory: Callable[[Any], Any]) -> Any:
     """Run a coroutine given a stop event that Ctrl-C / SIGTERM set, for a clean exit."""
     import asyncio
@@ -131,7 +96,7 @@ def _run_until_signal(coro_factory: Callable[[Any], Any]) -> Any:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from consumer.simulate import SimulationPlan, simulate, window_note
+    from consumer.tools.simulate import SimulationPlan, simulate, window_note
 
     plan = SimulationPlan(links=args.links, rate=args.rate, duration=args.duration, regime=args.regime,
                           traces=args.traces, scale=args.scale, bad_rate=args.bad_rate, seed=args.seed)
@@ -155,7 +120,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_tail(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from consumer.tail import tail
+    from consumer.tools.tail import tail
 
     bootstrap, security = _connection(args)
     try:
@@ -176,7 +141,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from consumer.agent import Agent, AgentError, Peer, default_link_id, run_agent
+    from consumer.tools.agent import Agent, AgentError, Peer, default_link_id, run_agent
 
     try:
         peer = Peer.parse(args.peer) if args.peer else None
@@ -201,7 +166,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from consumer.bench import PARTS, render, run_bench
+    from consumer.tools.bench import PARTS, render, run_bench
 
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip()) if args.parts else PARTS
     unknown = sorted(set(parts) - set(PARTS))

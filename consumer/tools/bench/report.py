@@ -1,0 +1,55 @@
+"""The bench's result as a Markdown table: each figure beside its ratio to the ceiling,
+the form docs/BENCHMARKS.md keeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def render(result: dict[str, Any]) -> str:
+    best = max(result["ceiling"].values())
+    threads = result.get("threads") or "all cores"
+    lines = [
+        f"pba bench: mode {result['mode']}, {result['precision']} model, ONNX Runtime threads "
+        f"{threads}, {result['machine']}",
+        "",
+        "| part | figure | ratio to ceiling |",
+        "|---|---|---|",
+    ]
+    for batch, rate in result["ceiling"].items():
+        lines.append(f"| ceiling, ONNX Runtime alone, batch {batch} | {rate:,.0f} predictions/s | "
+                     f"{rate / best:.2f} |")
+    if "naive_per_s" in result:
+        lines.append(f"| naive, one call per event | {result['naive_per_s']:,.0f} predictions/s | "
+                     f"{result['naive_per_s'] / best:.2f} |")
+    if "end_to_end" in result:
+        rate = result["end_to_end"]["model_predictions_per_s"]
+        lines.append(f"| end to end, model-sourced, published and committed | {rate:,.0f} predictions/s"
+                     f" | {rate / best:.2f} |")
+    if "latency" in result:
+        lat = result["latency"]
+        lines.append(f"| latency at {lat['rate']:,.0f} events/s ({lat['rate_from']}) | p50 "
+                     f"{lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms | |")
+    if "latency_floor" in result:
+        lat = result["latency_floor"]
+        lines.append(f"| latency floor: the same stream echoed by a consumer and producer with "
+                     f"`pba run`'s settings, no service | p50 {lat['p50_ms']:.1f} ms, p95 "
+                     f"{lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms | |")
+    if "ingest_events_per_s" in result:
+        lines.append(f"| ingest only (decode + window) | {result['ingest_events_per_s']:,.0f} events/s | |")
+    if "memory_bytes_per_link" in result:
+        lines.append(f"| memory per tracked link | {result['memory_bytes_per_link']:,.0f} bytes | |")
+    if "latency_sweep" in result:
+        lines += ["", f"Latency by rate (budget {result['budget_ms']:.0f} ms; Kafka alone: the same stream "
+                  "echoed without the service):", "",
+                  "| events/s | p50 | p95 | p99 | p99 inside the budget | Kafka alone p50 / p99 |",
+                  "|---|---|---|---|---|---|"]
+        for point in result["latency_sweep"]:
+            s, k = point["service"], point["kafka_alone"]
+            lines.append(f"| {point['rate']:,.0f} | {s['p50_ms']:.0f} ms | {s['p95_ms']:.0f} ms | "
+                         f"{s['p99_ms']:.0f} ms | {'yes' if point['p99_within_budget'] else 'no'} | "
+                         f"{k['p50_ms']:.0f} / {k['p99_ms']:.0f} ms |")
+        within = result["max_rate_within_budget"]
+        lines += ["", f"p99 inside the budget up to {within:,.0f} events/s of those swept" if within
+                  else "p99 over the budget at every rate swept"]
+    return "\n".join(lines)
