@@ -58,7 +58,7 @@ lint: $(VENV)/.installed-dev
 
 # Walk-forward evaluation of the shipped models -> docs/MODEL_CARD.md (tens of minutes).
 model-card: $(VENV)/.installed-dev
-	$(PY) -m training.evaluate --traces $(or $(PBA_TRACES_DIR),../shared/traces)
+	$(PY) -m training.evaluate
 
 broker: $(VENV)/.installed-run
 	$(VENV)/bin/pba broker

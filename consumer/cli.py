@@ -11,7 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from predictor.pipeline import MODES
+from predictor.link_predictor import MODES
+from predictor.manifest import FLOAT, PRECISIONS
+from predictor.modes import WINDOW_STEPS_BY_NAME
+from schemas import DEAD_LETTERS_TOPIC, METRICS_TOPIC, PREDICTIONS_TOPIC
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -87,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "one file), optionally rescaled with --scale. --bad-rate mixes in malformed events to show "
         "the dead-letter path.",
     )
-    _kafka_args(simulate, default_topic="network.metrics")
+    _kafka_args(simulate, default_topic=METRICS_TOPIC)
     simulate.add_argument("--links", type=int, default=20, help="number of links (default 20)")
     simulate.add_argument("--rate", type=float, default=200.0, help="events per second in total")
     simulate.add_argument("--duration", type=float, default=10.0, help="seconds to run")
@@ -107,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from the interface's byte counters, capacity where the system reports it, and RTT, "
         "jitter and loss to --peer by timing TCP connects (no root needed).",
     )
-    _kafka_args(agent, default_topic="network.metrics")
+    _kafka_args(agent, default_topic=METRICS_TOPIC)
     agent.add_argument("--interface", required=True, help="network interface, e.g. eth0 or lo")
     agent.add_argument("--peer", default=None, metavar="HOST[:PORT]",
                        help="host to measure RTT to (TCP port, default 22)")
@@ -124,9 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         "metric events (bandwidth, latency, loss, age), and dead letters with the reason, the "
         "error and where the refused event came from.",
     )
-    _kafka_args(tail_cmd, default_topic="bandwidth.predictions",
-                topic_help="topic: the predictions, the input (network.metrics) or the dead letters "
-                "(network.metrics.dlq)")
+    _kafka_args(tail_cmd, default_topic=PREDICTIONS_TOPIC,
+                topic_help=f"topic: the predictions, the input ({METRICS_TOPIC}) or the dead letters "
+                f"({DEAD_LETTERS_TOPIC})")
     tail_cmd.add_argument("--json", action="store_true",
                           help="one JSON value per line (a dead letter as an object with its headers)")
     tail_cmd.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
@@ -145,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--mode", choices=("datacenter", "internet"), default="internet")
     bench.add_argument("--links", type=int, default=500, help="links in the end-to-end run")
     bench.add_argument("--events", type=int, default=40_000, help="events pre-loaded for end to end")
-    bench.add_argument("--precision", choices=("float", "int8"), default="float")
+    bench.add_argument("--precision", choices=PRECISIONS, default=FLOAT)
     bench.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     bench.add_argument("--memory-links", type=int, default=1_000_000, help="links for the memory figure")
     bench.add_argument("--parts", default=None, metavar="PART,...",
@@ -186,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="models directory with manifest.json (default: the shipped models)")
     backtest.add_argument("--allow-fallback", action="store_true",
                           help="serve the heuristic where a model cannot load instead of failing")
-    backtest.add_argument("--precision", choices=("float", "int8"), default="float",
+    backtest.add_argument("--precision", choices=PRECISIONS, default=FLOAT,
                           help="model variant, as for pba run (int8: faster, 0.0-1.1 points of hit "
                                "rate below float; docs/MODEL_CARD.md)")
     backtest.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -195,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train, export and calibrate the LSTM models (needs the 'train' extra)",
-        description="Train the datacenter (30 steps, LSTM 128/64) and/or internet (60 steps, "
+        description=f"Train the datacenter ({WINDOW_STEPS_BY_NAME['datacenter']} steps, LSTM 128/64) "
+        f"and/or internet ({WINDOW_STEPS_BY_NAME['internet']} steps, "
         "LSTM 256/128) models on the real traces' training groups plus the realistic "
         "generator, with early stopping on the validation groups; export ONNX (float and "
         "int8), fit the confidence calibration and write manifest.json. Seeded: the same "
@@ -205,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None,
                        help="epoch cap (default: 30 datacenter, 50 internet; early stopping may end sooner)")
     train.add_argument("--plot", action="store_true", help="write PNG figures to OUT/plots")
-    train.add_argument("--traces", type=Path, default=Path("../shared/traces"),
-                       help="traces folder with index.csv, or a packed .npz (default ../shared/traces)")
+    train.add_argument("--traces", type=Path, default=None,
+                       help="traces folder with index.csv, or a packed .npz (default: PBA_TRACES_DIR, "
+                            "or ../shared/traces beside the checkout)")
     train.add_argument("--out", type=Path, default=Path("predictor/models"), help="models directory")
     train.add_argument("--seed", type=int, default=20261129)
     train.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from consumer.flags import FlagsError, FlagsFile
-from predictor.pipeline import MODES
+from predictor.link_predictor import MODES
+from predictor.manifest import FLOAT, PRECISIONS
+from schemas import DEAD_LETTERS_TOPIC, METRICS_TOPIC, PREDICTIONS_TOPIC
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-PRECISIONS = ("float", "int8")
 LOG_FORMATS = ("text", "json")
 #: Kafka's record batch codecs; the consumer reads all of them whatever this is set to
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
@@ -44,9 +45,9 @@ class ServiceConfig:
     embedded_broker: bool = field(default=False, metadata=_help(
         "start an in-memory broker in this process and serve from it, to try the service "
         "out (everything it holds is lost when the service stops)"))
-    input_topic: str = field(default="network.metrics", metadata=_help("topic of metric events"))
-    output_topic: str = field(default="bandwidth.predictions", metadata=_help("topic for predictions"))
-    dlq_topic: str = field(default="network.metrics.dlq", metadata=_help("dead-letter topic for bad input"))
+    input_topic: str = field(default=METRICS_TOPIC, metadata=_help("topic of metric events"))
+    output_topic: str = field(default=PREDICTIONS_TOPIC, metadata=_help("topic for predictions"))
+    dlq_topic: str = field(default=DEAD_LETTERS_TOPIC, metadata=_help("dead-letter topic for bad input"))
     shadow_topic: str | None = field(default=None, metadata=_help(
         "in shadow mode, publish here instead of the output topic (default: output topic, "
         "flagged shadow=true)"))
@@ -61,7 +62,7 @@ class ServiceConfig:
         "in is checked and swapped in while running, as is the set on SIGHUP"))
     allow_fallback: bool = field(default=False, metadata=_help(
         "serve the heuristic for a model that cannot load, instead of refusing to start"))
-    precision: str = field(default="float", metadata=_help(
+    precision: str = field(default=FLOAT, metadata=_help(
         "model variant (int8: faster, 0.0-1.1 points of hit rate below float; docs/MODEL_CARD.md)",
         choices=PRECISIONS))
     inference_threads: int = field(default=0, metadata=_help(
@@ -205,7 +206,8 @@ def validate(config: ServiceConfig) -> list[str]:
 
     problems += connection_problems(config, embedded=True)
     check(config.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {config.mode!r}")
-    check(config.precision in PRECISIONS, f"precision must be float or int8, got {config.precision!r}")
+    check(config.precision in PRECISIONS,
+          f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     check(config.log_format in LOG_FORMATS, "log_format must be text or json")
     check(config.start_at in START_AT, f"start_at must be earliest or latest, got {config.start_at!r}")
     check(config.compression in COMPRESSIONS,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from predictor.pipeline import MODES
+from predictor.link_predictor import MODES
 
 log = logging.getLogger(__name__)
 

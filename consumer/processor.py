@@ -1,6 +1,6 @@
 """From a batch of consumed records to the messages to publish: decode, window, predict,
 score, encode. CPU work only, no I/O; runs in the service's single inference thread,
-which is the only thread that touches the pipeline's state.
+which is the only thread that touches the link predictor's state.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from consumer.metrics import Metrics
 from consumer.routing import route
 from consumer.scoring import Scoring
 from predictor.allocation import ACTION_NAMES
-from predictor.engine import SOURCE_NAMES
+from predictor.forecaster import SOURCE_NAMES
+from predictor.link_predictor import LinkPredictor, Round, WindowSnapshot
 from predictor.modes import MODE_NAMES
-from predictor.pipeline import Captured, Pipeline, Round
+from predictor.rollout import BASELINE, BASELINE_VERSION
 from predictor.window import MEASURED_CHANNELS
 from schemas import EventError, MetricEvent, decode_event
 from schemas.event import BAD_TIMESTAMP
@@ -34,14 +35,13 @@ from schemas.prediction import PredictionColumns, encode_predictions
 
 log = logging.getLogger(__name__)
 
-V1_VERSION = "v1-last-value"
 #: the rule aiokafka's producer (and Kafka's Java client) uses to place a keyed message
 _PARTITIONER = DefaultPartitioner()
 
 
-class Processor:
-    def __init__(self, pipeline: Pipeline, config: ServiceConfig, metrics: Metrics) -> None:
-        self.pipeline = pipeline
+class RecordProcessor:
+    def __init__(self, link_predictor: LinkPredictor, config: ServiceConfig, metrics: Metrics) -> None:
+        self.link_predictor = link_predictor
         self.config = config
         self.metrics = metrics
         self.flags = Flags()
@@ -91,7 +91,7 @@ class Processor:
                         "key each event by its link_id, or a link's window is split across partitions",
                         len(wrong), link[:64], key[:64] if key is not None else None)
 
-    def replay(self, records: Sequence[ConsumerRecord], now: float | None = None) -> int:
+    def observe_history(self, records: Sequence[ConsumerRecord], now: float | None = None) -> int:
         """Feed history into the windows without predicting (window rebuild); returns
         the number of samples taken. Bad or late records are skipped silently: they were
         dealt with when first consumed."""
@@ -106,8 +106,8 @@ class Processor:
         taken = 0
         for round_events in _rounds(events):
             ids, ts, values = _columns(round_events)
-            slots, accepted = self.pipeline.observe(ids, ts, values, now)
-            self.pipeline.store.place(slots, [r.partition for _, r in round_events])
+            slots, accepted = self.link_predictor.observe(ids, ts, values, now)
+            self.link_predictor.store.place(slots, [r.partition for _, r in round_events])
             taken += int(accepted.sum())
         return taken
 
@@ -129,7 +129,7 @@ class Processor:
 
     def forget_partitions(self, partitions: set[int]) -> int:
         """Drop the windows of links read from partitions this instance no longer owns."""
-        store = self.pipeline.store
+        store = self.link_predictor.store
         column = store.column("partition")
         slots = np.flatnonzero(np.isin(column, list(partitions)))
         links = [link for link in (store.link_id(s) for s in slots.tolist()) if link is not None]
@@ -137,9 +137,9 @@ class Processor:
 
     def evict_idle(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
-        evicted = self.pipeline.store.evict_idle(now, self.config.idle_evict_s)
+        evicted = self.link_predictor.store.evict_idle(now, self.config.idle_evict_s)
         self.metrics.links_evicted.labels("idle").inc(len(evicted))
-        self.metrics.links_tracked.set(len(self.pipeline.store))
+        self.metrics.links_tracked.set(len(self.link_predictor.store))
         return len(evicted)
 
     # -- a batch: observed round by round, predicted at once ----------------------------
@@ -147,7 +147,7 @@ class Processor:
     def _predict(self, rounds: list[list[tuple[MetricEvent, ConsumerRecord]]], now: float,
                  out: BatchOutput) -> None:
         """Observe each round (a link at most once per round), capturing its windows;
-        then predict every round in one engine call per predictor, score the previous
+        then predict every round in one forecaster call per predictor, score the previous
         predictions, and emit one message list per predictor.
 
         Only the first round can bring new links, so only it can evict links for the cap
@@ -155,19 +155,19 @@ class Processor:
         batch, kept, actual = self._observe(rounds, now)
         if batch is None:
             return
-        made = route(self.pipeline, self.flags, batch)
-        self.scoring.score(self.pipeline.store, batch, actual, made)
+        made = route(self.link_predictor, self.flags, batch)
+        self.scoring.score(self.link_predictor.store, batch, actual, made)
         for predictor, shadow, rows, predicted in made:
             self._emit(predicted, [kept[i] for i in rows.tolist()], predictor, shadow, out)
 
     def _observe(self, rounds: list[list[tuple[MetricEvent, ConsumerRecord]]], now: float,
-                 ) -> tuple[Captured | None, list[tuple[MetricEvent, ConsumerRecord]], np.ndarray]:
+                 ) -> tuple[WindowSnapshot | None, list[tuple[MetricEvent, ConsumerRecord]], np.ndarray]:
         """Append each round's samples and capture the windows of the accepted ones."""
-        store = self.pipeline.store
+        store = self.link_predictor.store
         captured, kept, actual = [], [], []
         for index, events in enumerate(rounds):
             ids, ts, values = _columns(events)
-            slots, accepted = self.pipeline.observe(ids, ts, values, now)
+            slots, accepted = self.link_predictor.observe(ids, ts, values, now)
             late = int((~accepted).sum())
             if late:
                 self.metrics.events_late.inc(late)
@@ -176,12 +176,12 @@ class Processor:
             slots = slots[accepted]
             taken = [e for e, ok in zip(events, accepted.tolist(), strict=True) if ok]
             store.place(slots, [r.partition for _, r in taken])
-            captured.append(self.pipeline.capture(slots, index))
+            captured.append(self.link_predictor.capture(slots, index))
             kept += taken
             actual.append(values[accepted, 0])
         if not captured:
             return None, kept, np.empty(0, dtype=np.float32)
-        return Captured.concatenate(captured), kept, np.concatenate(actual)
+        return WindowSnapshot.concatenate(captured), kept, np.concatenate(actual)
 
     def _emit(self, batch: Round, events: list[tuple[MetricEvent, ConsumerRecord]], predictor: str,
               shadow: bool, out: BatchOutput) -> None:
@@ -196,9 +196,9 @@ class Processor:
         sources = [SOURCE_NAMES[s] for s in r.source.tolist()]
         for model, seconds in r.model_seconds.items():  # each model's own time, once a batch
             self.metrics.inference_seconds.labels(model).observe(seconds)
-        versions = [V1_VERSION] * n if predictor == "v1" else r.version
+        versions = [BASELINE_VERSION] * n if predictor == BASELINE else r.version
         values = encode_predictions(PredictionColumns(
-            prediction_id=self.pipeline.prediction_ids(batch, versions, shadow),
+            prediction_id=self.link_predictor.prediction_ids(batch, versions, shadow),
             link_id=link_ids,
             ts=batch.ts.tolist(),
             predicted_bandwidth_mbps=_finite(r.predicted_mbps).tolist(),
@@ -235,19 +235,19 @@ class Processor:
         if count <= 0:
             return None
         every = list(range(count))
-        return self.pipeline.store.out_partitions(slots, lambda i: _PARTITIONER(keys[i], every, every))
+        return self.link_predictor.store.out_partitions(slots, lambda i: _PARTITIONER(keys[i], every, every))
 
     def set_output_partitions(self, count: int) -> None:
         """The output topic's partition count (from the producer's metadata); a change
         makes every link's partition be computed again."""
         if count != self.output_partitions:
-            self.pipeline.store.forget_out_partitions()
+            self.link_predictor.store.forget_out_partitions()
             self.output_partitions = count
 
     def _after_batch(self) -> None:
-        store = self.pipeline.store
+        store = self.link_predictor.store
         self.metrics.links_tracked.set(len(store))
-        switches = self.pipeline.tracker.switches_total
+        switches = self.link_predictor.tracker.switches_total
         if switches > self._switches_seen:
             self.metrics.mode_switches.inc(switches - self._switches_seen)
             self._switches_seen = switches

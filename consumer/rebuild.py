@@ -25,9 +25,10 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from consumer.config import ServiceConfig
 from consumer.metrics import Metrics
-from consumer.processor import V1_VERSION, Processor
+from consumer.processor import RecordProcessor
 from predictor.linkstate import LinkState, Sent
 from predictor.modes import MODE_CODES
+from predictor.rollout import served_by
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ REBUILD_TIMEOUT_S = 30.0
 
 class Rebuild:
     def __init__(self, config: ServiceConfig, consumer: AIOKafkaConsumer, history: AIOKafkaConsumer,
-                 producer: AIOKafkaProducer, processor: Processor, worker: Executor,
+                 producer: AIOKafkaProducer, processor: RecordProcessor, worker: Executor,
                  metrics: Metrics) -> None:
         self._config = config
         self._consumer = consumer  # the group member: committed offsets, and seeks for --start-at latest
@@ -87,7 +88,8 @@ class Rebuild:
             records = await self._read(tp, start, upto)
             self._metrics.windows_rebuilt.inc(len(records))
             log.debug("rebuilding %s from offsets %d..%d: %d records", tp, start, upto, len(records))
-            replay = asyncio.get_running_loop().run_in_executor(self._worker, self._processor.replay, records)
+            observe = self._processor.observe_history
+            replay = asyncio.get_running_loop().run_in_executor(self._worker, observe, records)
             return replay, {r.key for r in records if r.key is not None}
         except KafkaError as exc:
             log.warning("could not rebuild windows for %s (%s); its links warm up again", tp, exc)
@@ -132,7 +134,8 @@ class Rebuild:
         predictions read."""
         c = self._config
         loop = asyncio.get_running_loop()
-        sent = await loop.run_in_executor(self._worker, SentState, self._processor.pipeline.store, links)
+        store = self._processor.link_predictor.store
+        sent = await loop.run_in_executor(self._worker, SentState, store, links)
         read = 0
         try:
             partitions = await self._producer.partitions_for(c.output_topic)
@@ -208,7 +211,7 @@ class SentState:
 
 
 def restore(store: LinkState, records: Sequence[ConsumerRecord]) -> int:
-    """After Processor.replay: the stream counts and pending predictions of the links, from
+    """After RecordProcessor.observe_history: the stream counts and pending predictions of the links, from
     the predictions they were sent (the records of one partition of the predictions
     topic, in offset order). Returns the links restored."""
     sent = SentState(store)
@@ -220,7 +223,7 @@ def _sent(record: ConsumerRecord) -> Sent | None:
     """A prediction read back from the predictions topic; None for anything else."""
     try:
         p = orjson.loads(record.value or b"")
-        return Sent(p["link_id"], float(p["ts"]), "v1" if p["model_version"] == V1_VERSION else "v3",
+        return Sent(p["link_id"], float(p["ts"]), served_by(p["model_version"]),
                     bool(p["shadow"]), int(p["allocation"]["streams"]), float(p["predicted_bandwidth_mbps"]),
                     MODE_CODES[p["mode"]])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):

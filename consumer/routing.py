@@ -11,32 +11,35 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.flags import Flags, rollout_bucket
-from predictor.pipeline import Captured, Pipeline, Round
+from predictor.link_predictor import LinkPredictor, Round, WindowSnapshot
+from predictor.rollout import BASELINE, MODELS
 
 
 class Made(NamedTuple):
     """One predictor's predictions for some rows of a batch."""
 
-    predictor: str  # "v3" (the models) or "v1" (the baseline)
+    predictor: str  # MODELS or BASELINE
     shadow: bool
     rows: npt.NDArray[np.intp]  # rows of the batch
     predicted: Round
 
 
-def route(pipeline: Pipeline, flags: Flags, batch: Captured) -> list[Made]:
+def route(link_predictor: LinkPredictor, flags: Flags, batch: WindowSnapshot) -> list[Made]:
     """Predict each row of the batch with the predictor the flags give its link (live),
-    applying the live state changes, and in shadow mode v3 beside v1 (shadow)."""
+    applying the live state changes, and in shadow mode the models beside the baseline
+    (shadow)."""
     if flags.shadow or flags.kill_switch:
-        v3 = np.zeros(len(batch), dtype=bool)
+        models = np.zeros(len(batch), dtype=bool)
     else:
-        v3 = pipeline.store.buckets(batch.slots, rollout_bucket) < flags.rollout_percent
+        models = link_predictor.store.buckets(batch.slots, rollout_bucket) < flags.rollout_percent
     made: list[Made] = []
-    for predictor, rows in (("v3", np.flatnonzero(v3)), ("v1", np.flatnonzero(~v3))):
+    for predictor, rows in ((MODELS, np.flatnonzero(models)), (BASELINE, np.flatnonzero(~models))):
         if rows.size:
-            live = pipeline.predict_captured(batch.take(rows), use_models=predictor == "v3")
-            pipeline.apply(live)  # only what is published live changes a link's state
+            live = link_predictor.predict_snapshot(batch.take(rows), use_models=predictor == MODELS)
+            link_predictor.apply(live)  # only what is published live changes a link's state
             made.append(Made(predictor, False, rows, live))
-    if flags.shadow:  # v3 beside v1, each row from the state v1 had before it
-        (_, _, every, v1), = made
-        made.append(Made("v3", True, every, pipeline.predict_captured(batch, prior_streams=v1.prior_streams)))
+    if flags.shadow:  # the models beside the baseline, each row from the state the baseline had before it
+        (_, _, every, baseline), = made
+        shadow = link_predictor.predict_snapshot(batch, prior_streams=baseline.prior_streams)
+        made.append(Made(MODELS, True, every, shadow))
     return made

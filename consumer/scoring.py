@@ -13,9 +13,10 @@ from consumer.drift import PageHinkley
 from consumer.metrics import Metrics
 from consumer.routing import Made
 from predictor.confidence import HIT_TOLERANCE
-from predictor.linkstate import PREDICTORS, LinkState
+from predictor.link_predictor import WindowSnapshot
+from predictor.linkstate import LinkState
 from predictor.modes import MODE_NAMES
-from predictor.pipeline import Captured
+from predictor.rollout import MODELS, PREDICTORS
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class Scoring:
         self.metrics = metrics
         self.drift = {mode: PageHinkley() for mode in MODE_NAMES}
 
-    def score(self, store: LinkState, batch: Captured, actual: np.ndarray, made: list[Made]) -> None:
+    def score(self, store: LinkState, batch: WindowSnapshot, actual: np.ndarray, made: list[Made]) -> None:
         """Score each link's previous prediction now that its next sample has arrived: the
         one kept from an earlier batch, or the one made for the round before in this one.
         Afterwards each link's latest prediction is kept for its next sample."""
@@ -55,7 +56,7 @@ class Scoring:
                 self.metrics.scored.labels(mode, predictor).inc(int(sel.sum()))
                 self.metrics.hits.labels(mode, predictor).inc(int((error[sel] < HIT_TOLERANCE).sum()))
                 self.metrics.abs_pct_error.observe((mode, predictor), error[sel])
-                if predictor == "v3":
+                if predictor == MODELS:
                     self._update_drift(mode, error[sel])
         store.keep_pending_mode(batch.slots[last], mode_now[last])
 

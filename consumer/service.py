@@ -1,6 +1,6 @@
 """`pba run`: the streaming service, all of its I/O.
 
-Flow: clients.py connects -> getmany() -> Processor.process (in the one inference
+Flow: clients.py connects -> getmany() -> RecordProcessor.process (in the one inference
 thread) -> checkpoint.py produces predictions and dead letters and, when every message
 of a batch is acknowledged, commits the batch's offsets (at-least-once). While one
 batch is in inference the event loop publishes the one before it; batches are
@@ -35,14 +35,14 @@ from consumer.health import HealthServer, Heartbeat
 from consumer.housekeeping import broker_answers, partition_count, update_lag
 from consumer.messages import BatchOutput
 from consumer.metrics import Metrics
-from consumer.processor import Processor
+from consumer.processor import RecordProcessor
 from consumer.rebuild import Rebuild
 from consumer.serving import apply_flags, load_model_set, report_models, versions
 from consumer.topics import ensure_topics
 from consumer.watch import DirectoryWatch
-from predictor.engine import Engine
+from predictor.forecaster import Forecaster
+from predictor.link_predictor import LinkPredictor
 from predictor.manifest import DEFAULT_MODELS_DIR, ManifestError
-from predictor.pipeline import Pipeline
 from predictor.runtime import ModelError, ModelSet
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ class Service:
         self.metrics = metrics or Metrics()
         self.models: ModelSet = load_model_set(config, allow_fallback=config.allow_fallback)
         report_models(self.models, config, self.metrics)
-        self.pipeline = Pipeline(Engine(self.models), config.mode, config.max_links)
-        self.processor = Processor(self.pipeline, config, self.metrics)
+        self.link_predictor = LinkPredictor(Forecaster(self.models), config.mode, config.max_links)
+        self.processor = RecordProcessor(self.link_predictor, config, self.metrics)
         self.flags = FlagsFile(config.flags_file)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pba-inference")
         self._checkpoint: Checkpoint | None = None
@@ -76,7 +76,7 @@ class Service:
 
     def _apply_flags(self) -> None:
         """The flags file's flags from the next batch on (in the inference thread)."""
-        apply_flags(self.flags.flags, self.config, self.models, self.pipeline)
+        apply_flags(self.flags.flags, self.config, self.models, self.link_predictor)
         self.processor.flags = self.flags.flags
 
     # -- start-up and shutdown -------------------------------------------------------
@@ -259,7 +259,7 @@ class Service:
             self.metrics.model_load_failures.inc()
             log.error("model reload refused, keeping %s: %s", versions(self.models), exc)
             return False
-        await loop.run_in_executor(self._worker, self.pipeline.swap_engine, Engine(models))
+        await loop.run_in_executor(self._worker, self.link_predictor.swap_forecaster, Forecaster(models))
         old, self.models = self.models, models
         report_models(models, self.config, self.metrics)
         log.warning("models reloaded: %s -> %s", versions(old), versions(models))

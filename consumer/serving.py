@@ -10,7 +10,7 @@ import logging
 from consumer.config import ServiceConfig
 from consumer.flags import Flags
 from consumer.metrics import Metrics
-from predictor.pipeline import Pipeline, models_for_mode
+from predictor.link_predictor import LinkPredictor, models_for_mode
 from predictor.runtime import ModelSet, SessionSettings, load_models
 
 log = logging.getLogger(__name__)
@@ -41,17 +41,17 @@ def report_models(models: ModelSet, config: ServiceConfig, metrics: Metrics) -> 
             metrics.model_load_failures.inc()
 
 
-def apply_flags(flags: Flags, config: ServiceConfig, models: ModelSet, pipeline: Pipeline) -> None:
-    """Switch the pipeline to the mode the flags ask for, if its models are loaded (or
+def apply_flags(flags: Flags, config: ServiceConfig, models: ModelSet, link_predictor: LinkPredictor) -> None:
+    """Switch the link predictor to the mode the flags ask for, if its models are loaded (or
     the fallback may serve); a mode that cannot be served is refused with the reason."""
     mode = flags.mode or config.mode
-    if mode == pipeline.mode:
+    if mode == link_predictor.mode:
         return
     missing = set(models_for_mode(mode)) - set(models.models)
     try:
         if missing and not config.allow_fallback:
             raise ValueError(f"no {', '.join(sorted(missing))} model loaded")
-        pipeline.set_mode(mode)
+        link_predictor.set_mode(mode)
         log.warning("mode switched to %s by the flags file", mode)
     except ValueError as exc:
         log.error("flags ask for mode %s, refused: %s", mode, exc)

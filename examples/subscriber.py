@@ -28,6 +28,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from schemas import PREDICTIONS_TOPIC
+
 #: ids remembered for dropping duplicates; a re-send comes within a rebuild's reach
 #: (minutes), so a bounded memory of recent ids is enough
 REMEMBERED_IDS = 100_000
@@ -102,7 +104,7 @@ async def main(bootstrap: str, topic: str, group_id: str) -> Counter[str]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", required=True, metavar="HOST:PORT")
-    parser.add_argument("--topic", default="bandwidth.predictions")
+    parser.add_argument("--topic", default=PREDICTIONS_TOPIC)
     parser.add_argument("--group-id", default="pba-example-subscriber")
     args = parser.parse_args()
     asyncio.run(main(args.bootstrap, args.topic, args.group_id))

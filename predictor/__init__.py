@@ -1,8 +1,8 @@
 """Pure inference: numpy in, numpy out. No Kafka, no asyncio, no I/O beyond loading models.
 
-pipeline.py is the one path from samples to predictions: linkstate.py keeps every
+link_predictor.py is the one path from samples to predictions: linkstate.py keeps every
 per-link column (windows from window.py, the mode detector of modes.py, the stream
-count...), engine.py runs the models (runtime.py, features.py) or the fallback and
+count...), forecaster.py runs the models (runtime.py, features.py) or the fallback and
 blends hybrid rows (confidence.py), allocation.py turns predictions into transport
 parameters. Predicting returns the predictions and their state change; the caller
 applies the change of what it publishes. api.py wraps it for library use.

@@ -64,27 +64,6 @@ class Allocations:
         )
 
 
-def allocate(
-    bandwidth_mbps: FloatArray,
-    confidence: FloatArray,
-    latency_ms: FloatArray,
-    loss: FloatArray,
-    jitter_ms: FloatArray,
-    previous_streams: IntArray | None = None,
-) -> Allocations:
-    """Transport parameters for each prediction.
-
-    latency/loss/jitter: the link's latest measurements, NaN = not measured (latency then
-    takes the caller's default, loss and jitter count as 0). previous_streams: the
-    stream count last sent per link (0 = none); it is kept unless the prediction is
-    confident (>= 0.7) and the new count differs by more than 20 %.
-    """
-    streams = stream_count(bandwidth_mbps, latency_ms, loss)
-    if previous_streams is not None:
-        streams = kept_streams(streams, confidence, previous_streams)
-    return allocate_streams(bandwidth_mbps, confidence, latency_ms, loss, jitter_ms, streams)
-
-
 def stream_count(bandwidth_mbps: FloatArray, latency_ms: FloatArray, loss: FloatArray) -> IntArray:
     """The stream count the prediction alone asks for: 1 per 10 Mbit/s, more on short
     paths, fewer on long or lossy ones."""

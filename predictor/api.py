@@ -6,7 +6,7 @@
     p = bp.predict("wan0")                              # LinkPrediction
     print(p.predicted_mbps, p.confidence, p.allocation.action)
 
-It runs the same Pipeline as the service, so results match what `pba run` publishes.
+It runs the same LinkPredictor as the service, so results match what `pba run` publishes.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.engine import SOURCE_NAMES, Engine
+from predictor.forecaster import SOURCE_NAMES, Forecaster
+from predictor.link_predictor import LinkPredictor, Round, models_for_mode
 from predictor.modes import MODE_NAMES, DetectorRules
-from predictor.pipeline import Pipeline, Round, models_for_mode
 from predictor.runtime import SessionSettings, load_models
 from schemas.prediction import Allocation
 
@@ -44,8 +44,8 @@ class LinkPrediction:
 
 
 class BandwidthPredictor:
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
+    def __init__(self, link_predictor: LinkPredictor) -> None:
+        self.link_predictor = link_predictor
         self._per_mode = dict.fromkeys(MODE_NAMES, 0)
         self._per_source = dict.fromkeys(SOURCE_NAMES, 0)
         self._latencies: deque[float] = deque(maxlen=_LATENCY_KEEP)
@@ -61,7 +61,7 @@ class BandwidthPredictor:
         rules: DetectorRules = DetectorRules(),
     ) -> BandwidthPredictor:
         models = load_models(models_dir, models_for_mode(mode), settings, allow_fallback)
-        return cls(Pipeline(Engine(models), mode, max_links, rules))
+        return cls(LinkPredictor(Forecaster(models), mode, max_links, rules))
 
     def add_sample(
         self,
@@ -79,7 +79,7 @@ class BandwidthPredictor:
                                 (latency_ms, packet_loss, jitter_ms, throughput_mbps))]],
             dtype=np.float32,
         )
-        _, accepted = self.pipeline.observe([link_id], np.array([ts], dtype=np.float64), values)
+        _, accepted = self.link_predictor.observe([link_id], np.array([ts], dtype=np.float64), values)
         return bool(accepted[0])
 
     def predict(self, link_id: str) -> LinkPrediction:
@@ -87,19 +87,19 @@ class BandwidthPredictor:
 
     def predict_batch(self, link_ids: Sequence[str]) -> list[LinkPrediction]:
         """Predict several links in one model call per mode."""
-        missing = [link for link in link_ids if link not in self.pipeline.store]
+        missing = [link for link in link_ids if link not in self.link_predictor.store]
         if missing:
             raise KeyError(f"no samples for link(s) {missing[:5]}; call add_sample first")
-        slots = self.pipeline.store.slots(link_ids)
+        slots = self.link_predictor.store.slots(link_ids)
         started = time.perf_counter()
-        batch = self.pipeline.predict(slots)
-        self.pipeline.apply(batch)  # the caller is sent these: their stream counts stick
+        batch = self.link_predictor.predict(slots)
+        self.link_predictor.apply(batch)  # the caller is sent these: their stream counts stick
         self._latencies.append(time.perf_counter() - started)
         return self._to_predictions(link_ids, batch)
 
     def _to_predictions(self, link_ids: Sequence[str], batch: Round) -> list[LinkPrediction]:
         r, a = batch.result, batch.allocations
-        ids = self.pipeline.prediction_ids(batch)
+        ids = self.link_predictor.prediction_ids(batch)
         out = []
         for i, link in enumerate(link_ids):
             mode, source = MODE_NAMES[r.mode[i]], SOURCE_NAMES[r.source[i]]
@@ -133,7 +133,7 @@ class BandwidthPredictor:
                 "p99": float(np.percentile(lat, 99)),
                 "max": float(lat.max()),
             },
-            "mode_switches_total": self.pipeline.tracker.switches_total,
-            "links_tracked": len(self.pipeline.store),
-            "fallback_active": self.pipeline.engine.models.fallback_active,
+            "mode_switches_total": self.link_predictor.tracker.switches_total,
+            "links_tracked": len(self.link_predictor.store),
+            "fallback_active": self.link_predictor.forecaster.models.fallback_active,
         }

@@ -1,7 +1,7 @@
 """Simple predictors a user would otherwise pick, vectorised over many windows.
 
 They are the yardstick every accuracy figure is set against (REPORTED_BASELINES), and
-the last value is also the fallback and the "v1" predictor (predictor/engine.py; the
+the last value is also the fallback and the baseline predictor (predictor/rollout.py; the
 original's mean of the last 5 hit +/-20 % less often on every source, docs/MODEL_CARD.md).
 Input: bandwidth (n, T), oldest first, NaN before a link's first sample. Output: (n,)
 prediction of the next sample.

@@ -3,8 +3,8 @@
 A raw score (the model's predicted interval width, or for the fallback the window's
 coefficient of variation) is mapped to a probability by a monotone calibration curve
 fitted on validation traces (isotonic regression by pool-adjacent-violators over score
-quantile bins). The original heuristic is kept as `heuristic_confidence`, the
-last resort when no calibration ships.
+quantile bins). Where no calibration ships for the fallback, it serves the original
+system's fixed values (predictor.forecaster.original_fallback_confidence).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from predictor.modes import DATACENTER
 
 HIT_TOLERANCE = 0.20
 CV_SAMPLES = 10
@@ -38,17 +36,6 @@ def coefficient_of_variation(bandwidth: FloatArray) -> FloatArray:
         warnings.simplefilter("ignore", RuntimeWarning)
         cv = np.nanstd(recent, axis=1) / np.nanmean(recent, axis=1)
     return np.where(np.isfinite(cv), cv, 10.0)
-
-
-def heuristic_confidence(bandwidth: FloatArray, mode: npt.NDArray[np.int8]) -> FloatArray:
-    """The original system's rule (coefficient of variation of the last 10 samples)."""
-    cv = coefficient_of_variation(bandwidth)
-    dc = mode == DATACENTER
-    conf = np.where(dc, 1 - cv, 1 - cv / 2)
-    conf = np.where(dc & (cv < 0.1), np.maximum(conf, 0.85), conf)
-    conf = np.where(~dc & (cv < 0.3), np.maximum(conf, 0.70), conf)
-    n = np.sum(~np.isnan(bandwidth[:, -CV_SAMPLES:]), axis=1)
-    return np.where(n < 2, 0.5, np.clip(conf, 0.0, 1.0))
 
 
 @dataclass(frozen=True)

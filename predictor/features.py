@@ -46,6 +46,10 @@ MIN_SCALE = 1e-6
 _REL_CLIP = 8.0
 _LOG_FLOOR = 1e-3
 _LOG_1000 = float(np.log1p(1000.0))
+#: Log-ratios to the window scale that the models learn and publish: e^-7 (0.09 %) to
+#: e^3 (20x). Training clips its targets to it and serving its outputs, both here, so
+#: what is published never lies beyond what any model was taught.
+LOG_RATIO_RANGE = (-7.0, 3.0)
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -113,10 +117,15 @@ def _gap_log(dt: FloatArray) -> FloatArray:
 
 
 def to_log_ratio(target_mbps: npt.NDArray[np.floating], scale: FloatArray) -> FloatArray:
-    """Training target: log of the next bandwidth relative to the window's scale."""
-    return np.log(np.maximum(target_mbps / scale, _LOG_FLOOR)).astype(np.float32)
+    """Training target: log of the next bandwidth relative to the window's scale, inside
+    LOG_RATIO_RANGE (an outage's zero at its floor)."""
+    low, high = LOG_RATIO_RANGE
+    with np.errstate(divide="ignore"):
+        ratio = np.log(target_mbps / scale)
+    return np.clip(ratio, low, high).astype(np.float32)
 
 
 def from_log_ratio(log_ratio: npt.NDArray[np.floating], scale: FloatArray) -> FloatArray:
-    """Inverse of `to_log_ratio`: model output -> Mbit/s."""
-    return (np.exp(np.clip(log_ratio, -20.0, 10.0)) * scale).astype(np.float32)
+    """Inverse of `to_log_ratio`: a model output -> Mbit/s, the one decoding that serving,
+    training and evaluation share."""
+    return (np.exp(np.clip(log_ratio, *LOG_RATIO_RANGE)) * scale).astype(np.float32)

@@ -8,7 +8,7 @@ has one place to look and one place to rebuild:
 
 - `observe`: a new sample moves the window and the mode detector;
 - `apply`: a published prediction's stream count becomes the link's (a prediction
-  itself only returns its change: predictor.pipeline);
+  itself only returns its change: predictor.link_predictor);
 - `place`, `keep_pending`: where the link was read from, and its latest predictions
   waiting for the next sample to score them (the service's bookkeeping);
 - `restore`: after a restart or a rebalance, the windows and detectors come back by
@@ -27,10 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from predictor.modes import DETECTOR_SAMPLES, UNDECIDED, DetectorRules, ModeTracker
+from predictor.rollout import PREDICTORS
 from predictor.window import WindowStore
-
-#: the two predictors a link can be served by: "v3" (the models) and "v1" (the baseline)
-PREDICTORS = ("v3", "v1")
 
 
 @dataclass(frozen=True)
@@ -49,8 +47,8 @@ LINK_COLUMNS: dict[str, Column] = {
     "bucket": Column(np.int8, -1, "rollout bucket 0..99 (-1: not computed yet)"),
     "partition": Column(np.int32, -1, "the input partition the link is read from"),
     "out_partition": Column(np.int32, -1, "the output partition its key maps to (-1: not yet)"),
-    "pending_v3": Column(np.float32, np.nan, "v3's latest prediction, scored at the next sample"),
-    "pending_v1": Column(np.float32, np.nan, "v1's latest prediction, scored at the next sample"),
+    **{f"pending_{predictor}": Column(np.float32, np.nan, f"{predictor}'s latest prediction, scored at "
+                                      "the next sample") for predictor in PREDICTORS},
     "pending_mode": Column(np.int8, 0, "the mode that latest prediction was made in"),
 }
 

@@ -35,6 +35,7 @@ import orjson
 
 from predictor.confidence import Calibration
 from predictor.features import FEATURE_VERSION, FEATURES
+from predictor.modes import WINDOW_STEPS_BY_NAME
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
@@ -45,8 +46,12 @@ FORMAT = 1
 OUTPUTS = ("q10", "point", "q90")
 TARGET = "log_ratio_to_scale"
 NORMALISATION = "window_mean_bandwidth"
-MODEL_MODES = {"datacenter": 30, "internet": 60}
 DEFAULT_MODELS_DIR = Path(__file__).parent / "models"
+#: The model variants a manifest may list: the exported float model and its int8
+#: quantisation (faster, a little less accurate: docs/MODEL_CARD.md). The flags'
+#: choices, the configuration's check and training's export all read these.
+FLOAT, INT8 = "float", "int8"
+PRECISIONS = (FLOAT, INT8)
 
 
 class ManifestError(ValueError):
@@ -67,7 +72,7 @@ class ModelSpec:
 
     def file_for(self, precision: str) -> tuple[Path, str]:
         """(path, sha256) of the float model or of a named variant such as int8."""
-        if precision == "float":
+        if precision == FLOAT:
             return self.path, self.sha256
         if precision not in self.variants:
             raise ManifestError(
@@ -114,7 +119,7 @@ def load_manifest(directory: Path | str) -> Manifest:
         raise ManifestError(f"{path}: \"models\" must be an object keyed by mode")
     models = {}
     for mode, entry in entries.items():
-        if mode not in MODEL_MODES:
+        if mode not in WINDOW_STEPS_BY_NAME:
             raise ManifestError(f"{path}: unknown model mode {mode!r} (known: datacenter, internet)")
         models[mode] = _spec(directory, mode, entry)
     fallback = data.get("fallback_calibration")
@@ -134,7 +139,7 @@ def _spec(directory: Path, mode: str, entry: Any) -> ModelSpec:
     missing = [key for key in required if key not in entry]
     if missing:
         raise ManifestError(f"{where} lacks {', '.join(missing)}")
-    _expect(where, "window", entry["window"], MODEL_MODES[mode])
+    _expect(where, "window", entry["window"], WINDOW_STEPS_BY_NAME[mode])
     _expect(where, "features", tuple(entry["features"]), FEATURES)
     _expect(where, "feature_version", entry["feature_version"], FEATURE_VERSION)
     _expect(where, "normalisation", entry["normalisation"], NORMALISATION)

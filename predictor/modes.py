@@ -20,7 +20,10 @@ from predictor.features import BANDWIDTH, LATENCY
 DATACENTER, INTERNET, HYBRID = 0, 1, 2
 MODE_NAMES = ("datacenter", "internet", "hybrid")
 MODE_CODES = {name: code for code, name in enumerate(MODE_NAMES)}
+#: Samples in each model's window: the one home of 30 and 60 (the manifest checks a
+#: model's window against it, training builds the models for it)
 WINDOW_STEPS = {DATACENTER: 30, INTERNET: 60}
+WINDOW_STEPS_BY_NAME = {MODE_NAMES[code]: steps for code, steps in WINDOW_STEPS.items()}
 #: Per-prediction latency budget of each mode, seconds (hybrid: the larger).
 BUDGET_S = {DATACENTER: 0.100, INTERNET: 0.150, HYBRID: 0.150}
 DETECTOR_SAMPLES = 10

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from predictor.features import N_FEATURES
 from predictor.manifest import (
     DEFAULT_MODELS_DIR,
+    FLOAT,
     OUTPUTS,
     Manifest,
     ManifestError,
@@ -43,7 +44,7 @@ class SessionSettings:
     idle inference threads do not steal the CPU from the event loop beside them."""
 
     intra_op_threads: int = 0  # 0: all cores
-    precision: str = "float"  # or "int8" when the manifest lists that variant
+    precision: str = FLOAT  # or INT8 when the manifest lists that variant
     use_cuda: bool = True  # when onnxruntime has the CUDA provider
 
     def session_options(self) -> ort.SessionOptions:
@@ -71,7 +72,7 @@ class OnnxModel:
         self.spec = spec
         path, expected = spec.file_for(settings.precision)
         self.path = path
-        self.version = spec.version if settings.precision == "float" else (
+        self.version = spec.version if settings.precision == FLOAT else (
             f"{spec.version}-{settings.precision}"
         )
         if not path.is_file():

@@ -83,7 +83,7 @@ def _bounded(maximum: float) -> Any:
 _Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
 
 
-class _UsualEvent(msgspec.Struct):
+class _FastPathEvent(msgspec.Struct):
     """The contract in msgspec types, fields in MetricEvent's order. Absent measurements
     default to NaN, which JSON cannot spell, so a NaN here always means "absent"."""
 
@@ -99,7 +99,7 @@ class _UsualEvent(msgspec.Struct):
     schema_version: Literal[1] | None = None
 
 
-_USUAL = msgspec.json.Decoder(_UsualEvent)
+_FAST_PATH = msgspec.json.Decoder(_FastPathEvent)
 _as_tuple = msgspec.structs.astuple
 _new_tuple = tuple.__new__
 
@@ -110,10 +110,10 @@ def decode_event(data: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> Metric
         raise EventError(EMPTY, "message has no value")
     if len(data) > max_bytes:
         raise EventError(TOO_LARGE, f"message is {len(data)} bytes, over the {max_bytes} limit")
-    return _decode_usual(data) or _decode_checked(data)
+    return _decode_fast_path(data) or _decode_checked(data)
 
 
-def _decode_usual(data: bytes) -> MetricEvent | None:
+def _decode_fast_path(data: bytes) -> MetricEvent | None:
     """The valid event as most agents send it, or None to let the full checks decide.
 
     msgspec keeps the last of repeated keys and skips unknown ones. Both show in the
@@ -124,7 +124,7 @@ def _decode_usual(data: bytes) -> MetricEvent | None:
     if b"\\" in data:
         return None
     try:
-        fields = _as_tuple(_USUAL.decode(data))
+        fields = _as_tuple(_FAST_PATH.decode(data))
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     link_id, ts, bandwidth, latency, loss, jitter, throughput, node_id, peer_id, version = fields

@@ -20,9 +20,9 @@ from aiokafka.structs import ConsumerRecord
 from consumer.config import ServiceConfig
 from consumer.flags import Flags
 from consumer.metrics import Metrics
-from consumer.processor import Processor
-from predictor.engine import Engine
-from predictor.pipeline import Pipeline
+from consumer.processor import RecordProcessor
+from predictor.forecaster import Forecaster
+from predictor.link_predictor import LinkPredictor
 from predictor.runtime import load_models
 
 LINKS, SAMPLES, BATCH = 120, 90, 256
@@ -43,8 +43,8 @@ def stream(seed: int = 22) -> list[ConsumerRecord]:
 
 
 def published(records: list[ConsumerRecord], flags: Flags) -> list[dict[str, Any]]:
-    processor = Processor(Pipeline(Engine(load_models(None, ("datacenter", "internet"))), "auto"),
-                          ServiceConfig(), Metrics())
+    forecaster = Forecaster(load_models(None, ("datacenter", "internet")))
+    processor = RecordProcessor(LinkPredictor(forecaster, "auto"), ServiceConfig(), Metrics())
     processor.flags = flags
     return [{k: v for k, v in orjson.loads(m.value).items() if k != "inference_ms"}
             for i in range(0, len(records), BATCH) for m in processor.process(records[i:i + BATCH]).each()]

@@ -89,7 +89,9 @@ def traces_dir() -> Path:
 
     They are read-only input kept outside the repository (licences differ).
     """
-    path = Path(os.environ.get("PBA_TRACES_DIR", Path(__file__).parents[2] / "shared" / "traces"))
+    from training.traces import default_traces_dir
+
+    path = default_traces_dir()
     if not (path / "index.csv").is_file():
         pytest.skip(f"real traces not found at {path} (set PBA_TRACES_DIR)")
     return path

@@ -1,4 +1,4 @@
-"""`pba backtest`: replay traces sample by sample through the service's own pipeline.
+"""`pba backtest`: replay traces sample by sample through the service's own link predictor.
 
 Each trace is one link. Each round appends the next sample of up to 256 traces and
 predicts all of them in one batch (as the service batches across links); the prediction
@@ -21,9 +21,9 @@ import numpy as np
 
 from predictor.baselines import REPORTED_BASELINES, walk_forward
 from predictor.confidence import hits
-from predictor.engine import FALLBACK
+from predictor.forecaster import FALLBACK
+from predictor.link_predictor import LinkPredictor
 from predictor.modes import MODE_NAMES
-from predictor.pipeline import Pipeline
 from training.traces import Trace, read_trace
 
 OUTPUT_COLUMNS = ("trace", "t_s", "actual_mbps", "predicted_mbps", "confidence", "mode")
@@ -53,9 +53,9 @@ class Replay:
         return rows, actual
 
 
-def replay(
+def replay_traces(
     traces: Sequence[Trace],
-    pipeline: Pipeline,
+    link_predictor: LinkPredictor,
     progress: Callable[[int, int], None] | None = None,
     lanes: int = 256,
 ) -> Replay:
@@ -90,16 +90,16 @@ def replay(
             k = queue.pop(0)
             lane_trace[lane], lane_pos[lane] = k, 0
             # ids are positions, so two traces with one path stay apart
-            lane_slot[lane] = pipeline.store.slot(f"{k}:{traces[k].path}")
+            lane_slot[lane] = link_predictor.store.slot(f"{k}:{traces[k].path}")
         active = np.flatnonzero(lane_trace >= 0)
         if active.size == 0:
             break
         rows = offsets[lane_trace[active]] + lane_pos[active]
         slots = lane_slot[active]
-        accepted = pipeline.observe_slots(slots, all_t[rows], all_v[rows])
+        accepted = link_predictor.observe_slots(slots, all_t[rows], all_v[rows])
         if not accepted.all():
             raise ValueError("trace times must increase strictly")
-        result = pipeline.forecast(slots)
+        result = link_predictor.forecast(slots)
         predicted[rows] = result.predicted_mbps
         confidence[rows] = result.confidence
         score[rows] = result.score
@@ -107,7 +107,7 @@ def replay(
         lane_pos[active] += 1
         finished = active[lane_pos[active] >= lengths[lane_trace[active]] - 1]
         if finished.size:
-            pipeline.store.remove(
+            link_predictor.store.remove(
                 [f"{k}:{traces[k].path}" for k in lane_trace[finished].tolist()]
             )
             lane_trace[finished] = -1
@@ -189,7 +189,7 @@ def run_backtest(
 
     # opened before the replay, which can take many minutes: an unwritable path fails at once
     with open(out, "w", newline="") as fh:
-        result = replay(traces, predictor.pipeline, None if quiet else progress)
+        result = replay_traces(traces, predictor.link_predictor, None if quiet else progress)
         rows = write_csv(result, fh, paths)
     if not quiet:
         samples = sum(len(t) for t in traces)

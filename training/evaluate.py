@@ -1,8 +1,8 @@
 """Walk-forward evaluation and the model card (docs/MODEL_CARD.md).
 
-    python -m training.evaluate [--traces ../shared/traces] [--out docs/MODEL_CARD.md]
+    python -m training.evaluate [--traces DIR] [--out docs/MODEL_CARD.md]
 
-Every figure comes from a replay through the service's pipeline (training.backtest):
+Every figure comes from a replay through the service's link predictor (training.backtest):
 the prediction after sample i is scored against sample i+1, warm-up rows included
 (the fallback serves them). Baselines are scored on exactly the same rows, from the
 same samples 0..i.
@@ -21,12 +21,12 @@ import numpy as np
 from predictor.api import BandwidthPredictor
 from predictor.baselines import REPORTED_BASELINES, walk_forward
 from predictor.confidence import hits, reliability_table
-from predictor.features import build_features
-from predictor.manifest import DEFAULT_MODELS_DIR, load_manifest
+from predictor.features import build_features, from_log_ratio
+from predictor.manifest import DEFAULT_MODELS_DIR, FLOAT, INT8, PRECISIONS, load_manifest
 from predictor.runtime import OnnxModel, SessionSettings
-from training.backtest import _LABELS, replay
+from training.backtest import _LABELS, replay_traces
 from training.generators import synthetic_set
-from training.traces import Trace, cut, load_traces, split_traces
+from training.traces import Trace, cut, default_traces_dir, load_traces, split_traces
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Evaluation:
 
 def evaluate(traces: Sequence[Trace], predictor: BandwidthPredictor) -> Evaluation:
     traces = [t for t in traces if len(t) > 1]
-    result = replay(traces, predictor.pipeline)
+    result = replay_traces(traces, predictor.link_predictor)
     keep, actual = result.scored()
     predicted = result.predicted[keep]
     labels = result.label[keep]
@@ -117,10 +117,9 @@ def int8_comparison(models_dir: Path, traces: Sequence[Trace]) -> list[str]:
     lines = ["| model | hit +/-20 % float | hit +/-20 % int8 | predictions/s float | int8 | speed-up |",
              "|---|---|---|---|---|---|"]
     from training.dataset import sliding_windows
-    from training.train import LOG_RATIO_CLIP
 
     for mode, spec in manifest.models.items():
-        if "int8" not in spec.variants:
+        if INT8 not in spec.variants:
             continue
         windows, nxt = [], []
         for t in traces:
@@ -132,10 +131,10 @@ def int8_comparison(models_dir: Path, traces: Sequence[Trace]) -> list[str]:
         row = [mode]
         rates = []
         accuracy = []
-        for precision in ("float", "int8"):
+        for precision in PRECISIONS:
             model = OnnxModel(spec, SessionSettings(precision=precision))
             out = np.concatenate([model.run(x[i:i + 4096]) for i in range(0, len(x), 4096)])
-            point = np.exp(np.clip(out[:, 1], *LOG_RATIO_CLIP)) * scale
+            point = from_log_ratio(out[:, 1], scale)
             accuracy.append(f"{100 * hits(point, actual).mean():.1f}")
             batch = x[:64]
             model.run(batch)
@@ -163,7 +162,7 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
         "",
         "Regenerate with `make model-card` (`python -m training.evaluate`). All figures are",
         "walk-forward: the prediction made after sample i, from samples 0..i only, scored",
-        "against sample i+1, through the service's own pipeline (`training.backtest.replay`);",
+        "against sample i+1, through the service's own link predictor (`training.backtest.replay_traces`);",
         "warm-up rows count too (the fallback serves them). Baselines are scored on the same",
         "rows. Hit = |predicted - actual| < 20 % (10 %) of actual; WMAPE = sum |error| / sum actual.",
         f"Models served in their {precision} variant (`pba run --precision {precision}`).",
@@ -185,7 +184,7 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     all_conf, all_pred, all_act = [], [], []
     deltas = []
-    other = "int8" if precision == "float" else "float"
+    other = INT8 if precision == FLOAT else FLOAT
     compare = all(other in spec.variants for spec in manifest.models.values())
     other_rows = []
     for source in sorted(test):
@@ -270,13 +269,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--traces", type=Path, default=Path("../shared/traces"))
+    parser.add_argument("--traces", type=Path, default=None,
+                        help="traces folder with index.csv (default: PBA_TRACES_DIR, or "
+                             "../shared/traces beside the checkout)")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR)
     parser.add_argument("--out", type=Path, default=Path("docs/MODEL_CARD.md"))
-    parser.add_argument("--precision", choices=("float", "int8"), default="float",
-                        help="model variant the pipeline serves with")
+    parser.add_argument("--precision", choices=PRECISIONS, default=FLOAT,
+                        help="model variant the predictions are made with")
     args = parser.parse_args(argv)
-    model_card(args.traces, args.models, args.out, lambda msg: print(msg, flush=True), args.precision)
+    model_card(args.traces or default_traces_dir(), args.models, args.out,
+               lambda msg: print(msg, flush=True), args.precision)
     return 0
 
 

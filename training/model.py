@@ -14,6 +14,7 @@ from torch import nn
 
 from predictor.features import N_FEATURES
 from predictor.manifest import OUTPUTS
+from predictor.modes import WINDOW_STEPS_BY_NAME as STEPS
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,8 @@ class ModelConfig:
 
 
 CONFIGS = {
-    "datacenter": ModelConfig("datacenter", 30, (128, 64), 0.2, 1e-3, 30),
-    "internet": ModelConfig("internet", 60, (256, 128), 0.3, 5e-4, 50),
+    "datacenter": ModelConfig("datacenter", STEPS["datacenter"], (128, 64), 0.2, 1e-3, 30),
+    "internet": ModelConfig("internet", STEPS["internet"], (256, 128), 0.3, 5e-4, 50),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,13 @@ def load_packed(path: Path) -> tuple[list[TraceInfo], dict[str, Trace]]:
         traces[str(info.path)] = Trace(str(info.path), t_all[start:start + n], v_all[start:start + n])
         start += n
     return infos, traces
+
+
+def default_traces_dir() -> Path:
+    """Where the real traces are when no --traces says: PBA_TRACES_DIR, or ../shared/traces
+    beside the checkout (outside the repository: their licences differ)."""
+    configured = os.environ.get("PBA_TRACES_DIR")
+    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "shared" / "traces"
 
 
 def load_traces(location: Path | str) -> tuple[list[TraceInfo], Callable[[TraceInfo], Trace]]:

@@ -25,18 +25,18 @@ from torch import nn
 
 from predictor.baselines import last_value
 from predictor.confidence import Calibration, coefficient_of_variation, fit_calibration, hits
-from predictor.engine import Engine
 from predictor.features import build_features, from_log_ratio, to_log_ratio
-from predictor.manifest import ModelSpec, load_manifest
+from predictor.forecaster import Forecaster
+from predictor.link_predictor import LinkPredictor
+from predictor.manifest import INT8, ModelSpec, load_manifest
 from predictor.modes import mode_code
-from predictor.pipeline import Pipeline
 from predictor.runtime import ModelSet, OnnxModel, SessionSettings
-from training.backtest import replay
+from training.backtest import replay_traces
 from training.dataset import sliding_windows
 from training.export import check_parity, export_onnx, manifest_entry, write_manifest
 from training.generators import realistic
 from training.model import CONFIGS, BandwidthLSTM, ModelConfig, build_model
-from training.traces import Segment, Trace, cut, load_traces, split_traces
+from training.traces import Segment, Trace, cut, default_traces_dir, load_traces, split_traces
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 SEED_OFFSETS = {"internet": 0, "datacenter": 1}
 
 HIT_SIGMA = 0.1
-LOG_RATIO_CLIP = (-7.0, 3.0)
 
 #: score bins of the confidence calibration (hundreds of thousands of validation rows)
 CALIBRATION_BINS = 40
@@ -55,7 +54,7 @@ CALIBRATION_BINS = 40
 @dataclass
 class TrainSettings:
     modes: tuple[str, ...] = ("datacenter", "internet")
-    traces: Path = Path("../shared/traces")
+    traces: Path = field(default_factory=default_traces_dir)
     out: Path = Path("predictor/models")
     epochs: int | None = None  # None: each mode's cap (30 / 50)
     patience: int = 10
@@ -119,7 +118,7 @@ def collect(
 
 def _features(windows: np.ndarray, nxt: np.ndarray, steps: int) -> tuple[np.ndarray, ...]:
     x, scale = build_features(windows, steps)
-    y = np.clip(to_log_ratio(nxt, scale), *LOG_RATIO_CLIP)
+    y = to_log_ratio(nxt, scale)
     return x, y, scale
 
 
@@ -207,14 +206,14 @@ def _progress(iterable: Any, desc: str, enabled: bool) -> Any:
 
 def calibrate(spec: ModelSpec, traces: list[Trace]) -> tuple[Calibration, dict[str, float]]:
     """Fit interval width -> hit probability on every row this model serves when it
-    replays the validation traces through the service's pipeline, walk-forward.
+    replays the validation traces through the service's link_predictor, walk-forward.
 
     Every row counts, so each source weighs what its traffic weighs. Fitted on the
     training windows' sample instead (capped per source), the confidence came out up to
     8 points too high on the real mix, where the hard sources have most of the rows.
     """
-    engine = Engine(ModelSet({spec.mode: OnnxModel(spec, SessionSettings())}, manifest=None))
-    result = replay(traces, Pipeline(engine, mode=spec.mode))
+    forecaster = Forecaster(ModelSet({spec.mode: OnnxModel(spec, SessionSettings())}, manifest=None))
+    result = replay_traces(traces, LinkPredictor(forecaster, mode=spec.mode))
     rows, actual = result.scored()
     served = result.label[rows] == mode_code(spec.mode)
     rows, actual = rows[served], actual[served]
@@ -287,7 +286,7 @@ def run(settings: TrainSettings) -> Path:
         calibration, fit_stats = calibrate(_spec(mode, path, config.window), validation_traces)
         entries[mode] = manifest_entry(
             mode, path, f"{mode}-{settings.version}", config.window, calibration,
-            variants={"int8": int8_path},
+            variants={INT8: int8_path},
             extra={"training": {
                 "seed": settings.seed, "epochs_run": len(history),
                 "best_val_loss": min(h["val_loss"] for h in history),

@@ -60,12 +60,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"pba train: {exc.name} is missing; install the training extra: "
               "pip install -e '.[train]'", file=sys.stderr)
         return 2
-    from training.traces import TraceError
+    from training.traces import TraceError, default_traces_dir
 
     modes = ("internet", "datacenter") if args.mode == "both" else (args.mode,)
     settings = TrainSettings(
-        modes=modes, traces=args.traces, out=args.out, epochs=args.epochs, seed=args.seed,
-        device=args.device, plot=args.plot, progress=not args.quiet,
+        modes=modes, traces=args.traces or default_traces_dir(), out=args.out, epochs=args.epochs,
+        seed=args.seed, device=args.device, plot=args.plot, progress=not args.quiet,
         windows_per_source=args.windows_per_source, synthetic_links=args.synthetic_links,
         batch_size=args.batch_size, validation_windows_per_source=args.validation_windows_per_source,
     )

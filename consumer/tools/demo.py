@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -23,15 +22,15 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.config import ServiceConfig
 from consumer.tools.broker import EmbeddedBroker, die_with_parent, free_port
 from consumer.tools.tail import tail
 from consumer.topics import ensure_topics
+from schemas import DEAD_LETTERS_TOPIC, METRICS_TOPIC, PREDICTIONS_TOPIC
+from training.traces import default_traces_dir
 
-_DEFAULTS = ServiceConfig()  # the demo runs pba run with its default topics
-TOPICS = INPUT, PREDICTIONS, DEAD_LETTERS = _DEFAULTS.input_topic, _DEFAULTS.output_topic, _DEFAULTS.dlq_topic
+# the demo runs pba run with its default topics
+TOPICS = INPUT, PREDICTIONS, DEAD_LETTERS = METRICS_TOPIC, PREDICTIONS_TOPIC, DEAD_LETTERS_TOPIC
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 
 
 def _spawn(*args: str) -> subprocess.Popen[bytes]:
@@ -89,7 +88,7 @@ async def _demo(bootstrap: str, children: list[subprocess.Popen[bytes]]) -> None
         return
     children.append(_spawn("simulate", "--bootstrap", bootstrap, "--links", "12", "--rate", "60",
                            "--duration", "86400", "--regime", "mixed", "--bad-rate", "0.01", "-q"))
-    traces = os.environ.get("PBA_TRACES_DIR", str(TRACES))
+    traces = str(default_traces_dir())
     if Path(traces, "index.csv").is_file():
         children.append(_spawn("simulate", "--bootstrap", bootstrap, "--links", "6", "--rate", "30",
                                "--duration", "86400", "--traces", traces, "--bad-rate", "0.01",

@@ -33,11 +33,11 @@ from link_traffic import link_events, records
 from consumer.config import ServiceConfig
 from consumer.flags import Flags, rollout_bucket
 from consumer.metrics import Metrics
-from consumer.processor import Processor
+from consumer.processor import RecordProcessor
 from consumer.rebuild import SentState, restore
 from predictor.api import BandwidthPredictor
-from predictor.engine import Engine
-from predictor.pipeline import Pipeline
+from predictor.forecaster import Forecaster
+from predictor.link_predictor import LinkPredictor
 from predictor.runtime import ModelSet, load_models
 
 BATCH = 200
@@ -61,13 +61,13 @@ def stream() -> list[ConsumerRecord]:
     return records(link_events(links=40, samples=90))
 
 
-def processor(models: ModelSet, flags: Flags) -> Processor:
-    p = Processor(Pipeline(Engine(models), "auto"), ServiceConfig(), Metrics())
+def processor(models: ModelSet, flags: Flags) -> RecordProcessor:
+    p = RecordProcessor(LinkPredictor(Forecaster(models), "auto"), ServiceConfig(), Metrics())
     p.flags = flags
     return p
 
 
-def run(p: Processor, recs: Sequence[ConsumerRecord], batch: int = BATCH,
+def run(p: RecordProcessor, recs: Sequence[ConsumerRecord], batch: int = BATCH,
         flags_at: Callable[[int], Flags] | None = None) -> list[Payload]:
     """Every message published for recs, fed in batches; flags_at(i) sets the flags
     before the batch starting at record i."""
@@ -160,8 +160,8 @@ def test_a_rebuild_then_more_events_equals_no_rebuild(models: ModelSet, stream: 
     crashed = processor(models, flags)
     sent = run(crashed, stream[:sent_upto])
     restarted = processor(models, flags)
-    restarted.replay(stream[:cut])
-    assert restore(restarted.pipeline.store, as_records(sent)) == len({r.key for r in stream[:cut]})
+    restarted.observe_history(stream[:cut])
+    assert restore(restarted.link_predictor.store, as_records(sent)) == len({r.key for r in stream[:cut]})
     after = run(restarted, stream[cut:])
     assert_exercised(continuous)
     from_cut = {(e["link_id"], e["ts"]) for e in map(orjson.loads, (r.value for r in stream[cut:]))}
@@ -182,9 +182,9 @@ def test_reading_back_from_the_newest_in_spans_restores_what_reading_everything_
     sent = as_records(run(processor(models, flags), stream[:sent_upto]))
     whole, in_spans = processor(models, flags), processor(models, flags)
     for restarted in (whole, in_spans):
-        restarted.replay(stream[:cut])
-    restored = restore(whole.pipeline.store, sent)
-    state = SentState(in_spans.pipeline.store, {r.key for r in stream[:cut] if r.key})
+        restarted.observe_history(stream[:cut])
+    restored = restore(whole.link_predictor.store, sent)
+    state = SentState(in_spans.link_predictor.store, {r.key for r in stream[:cut] if r.key})
     upper = len(sent)
     while upper > 0 and not state.complete():
         state.take(sent[max(0, upper - 200):upper])
@@ -201,23 +201,23 @@ def test_predicting_is_pure_until_the_change_is_applied(models: ModelSet, stream
     p = processor(models, flags)
     half = len(stream) // 2
     run(p, stream[:half])
-    p.replay(stream[half:half + 40 * 10])  # ten samples per link, not predicted yet
-    store = p.pipeline.store
+    p.observe_history(stream[half:half + 40 * 10])  # ten samples per link, not predicted yet
+    store = p.link_predictor.store
     slots = store.slots([f"link-{k:03d}" for k in range(40)])
     columns = {name: store.column(name).copy() for name in ("streams", "mode", "candidate", "streak")}
-    first = p.pipeline.predict(slots, use_models=flags == Flags())
-    second = p.pipeline.predict(slots, use_models=flags == Flags())
+    first = p.link_predictor.predict(slots, use_models=flags == Flags())
+    second = p.link_predictor.predict(slots, use_models=flags == Flags())
     for name, before in columns.items():
         np.testing.assert_array_equal(store.column(name), before, err_msg=name)
-    assert p.pipeline.prediction_ids(first) == p.pipeline.prediction_ids(second)
+    assert p.link_predictor.prediction_ids(first) == p.link_predictor.prediction_ids(second)
     np.testing.assert_array_equal(first.allocations.streams, second.allocations.streams)
     assert first.change is not None
     moved = first.change.streams != columns["streams"][first.change.slots]
     assert moved.any(), "the data should resize some links' stream counts"
-    p.pipeline.apply(first)
+    p.link_predictor.apply(first)
     np.testing.assert_array_equal(store.column("streams")[first.change.slots], first.change.streams)
     with pytest.raises(ValueError, match="another predictor"):
-        p.pipeline.apply(p.pipeline.predict_captured(p.pipeline.capture(slots),
+        p.link_predictor.apply(p.link_predictor.predict_snapshot(p.link_predictor.capture(slots),
                                                      prior_streams=first.prior_streams))
 
 

@@ -20,9 +20,9 @@ from consumer.dead_letters import KEPT_KEY_BYTES, OMITTED_HEADER, shorten_dead_l
 from consumer.flags import Flags
 from consumer.messages import Message
 from consumer.metrics import Metrics
-from consumer.processor import Processor
-from predictor.engine import Engine
-from predictor.pipeline import Pipeline
+from consumer.processor import RecordProcessor
+from predictor.forecaster import Forecaster
+from predictor.link_predictor import LinkPredictor
 from predictor.runtime import load_models
 
 
@@ -34,17 +34,19 @@ def event(link: str, ts: float, bw: float = 10.0) -> bytes:
     return orjson.dumps({"link_id": link, "ts": ts, "bandwidth_mbps": bw})
 
 
-def make_processor(models_dir: Path) -> Processor:
+def make_processor(models_dir: Path) -> RecordProcessor:
     models = load_models(models_dir, ("internet",))
-    return Processor(Pipeline(Engine(models), "internet", max_links=100), ServiceConfig(), Metrics())
+    link_predictor = LinkPredictor(Forecaster(models), "internet", max_links=100)
+    return RecordProcessor(link_predictor, ServiceConfig(), Metrics())
 
 
 @pytest.fixture
-def processor(tiny_models: Path) -> Processor:
+def processor(tiny_models: Path) -> RecordProcessor:
     return make_processor(tiny_models)
 
 
-def test_a_link_repeated_in_one_batch_gets_one_prediction_per_event_in_order(processor: Processor) -> None:
+def test_a_link_repeated_in_one_batch_gets_one_prediction_per_event_in_order(
+        processor: RecordProcessor) -> None:
     records = [record(i, event("a", 100 + i, 10 + i)) for i in range(5)]
     records.append(record(5, event("b", 7)))
     out = processor.process(records)
@@ -54,7 +56,7 @@ def test_a_link_repeated_in_one_batch_gets_one_prediction_per_event_in_order(pro
     assert out.offsets == {TopicPartition("in", 0): 6}
 
 
-def test_a_batch_reaches_the_producer_as_one_message_list_per_topic(processor: Processor) -> None:
+def test_a_batch_reaches_the_producer_as_one_message_list_per_topic(processor: RecordProcessor) -> None:
     """Rounds are concatenated in order, so the producer gets a few record batches per
     partition for the whole batch instead of a few per round."""
     processor.set_output_partitions(3)
@@ -74,7 +76,7 @@ def test_a_batch_reaches_the_producer_as_one_message_list_per_topic(processor: P
 
 @pytest.mark.parametrize("shadow", [False, True])
 def test_a_batch_predicts_and_scores_as_its_events_one_by_one_would(tiny_models: Path, shadow: bool) -> None:
-    """Rounds are predicted in one engine call, yet every event's prediction, allocation
+    """Rounds are predicted in one forecaster call, yet every event's prediction, allocation
     and score are those of processing the events one at a time."""
     rng = np.random.default_rng(3)
     records = [record(i, event(f"l{i % 3 if i < 150 else i % 7}", 1000 + i, float(rng.uniform(5, 50))))
@@ -100,7 +102,7 @@ def _comparable(messages: list[Message]) -> list[tuple[str, bytes | None, bytes]
     return sorted((m.topic, m.key, without_timing(m.value)) for m in messages)
 
 
-def test_bad_records_become_dead_letters_and_offsets_still_advance(processor: Processor) -> None:
+def test_bad_records_become_dead_letters_and_offsets_still_advance(processor: RecordProcessor) -> None:
     out = processor.process([record(0, b"{oops", key=b"x"), record(1, event("a", 1))])
     dead = [m for m in out.each() if m.topic == "network.metrics.dlq"]
     assert len(dead) == 1 and dead[0].value == b"{oops" and dead[0].key == b"x"
@@ -109,7 +111,7 @@ def test_bad_records_become_dead_letters_and_offsets_still_advance(processor: Pr
 
 
 def test_an_event_stamped_far_ahead_of_the_clock_is_dead_lettered_and_does_not_block_its_link(
-    processor: Processor,
+    processor: RecordProcessor,
 ) -> None:
     now = time.time()
     out = processor.process([record(0, event("a", now - 3)), record(1, event("a", now + 7200)),
@@ -121,7 +123,7 @@ def test_an_event_stamped_far_ahead_of_the_clock_is_dead_lettered_and_does_not_b
     headers = dict(letter.headers or [])
     assert headers["pba.error.reason"] == b"bad_timestamp" and headers["pba.error.field"] == b"ts"
     assert b"s ahead of this host's clock, more than max_future_s (3600 s)" in headers["pba.error.message"]
-    assert processor.replay([record(3, event("b", now + 7200)), record(4, event("b", now - 1))]) == 1
+    assert processor.observe_history([record(3, event("b", now + 7200)), record(4, event("b", now - 1))]) == 1
 
 
 def test_without_a_limit_an_event_ahead_of_the_clock_is_taken(tiny_models: Path) -> None:
@@ -132,7 +134,7 @@ def test_without_a_limit_an_event_ahead_of_the_clock_is_taken(tiny_models: Path)
 
 
 def test_events_not_keyed_by_their_link_are_predicted_counted_and_named_once_a_minute(
-    processor: Processor, caplog: pytest.LogCaptureFixture
+    processor: RecordProcessor, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, "consumer.processor")
     first = processor.process([record(0, event("a", 1), key=b"a"), record(1, event("b", 1), key=b"node-7"),
@@ -146,7 +148,7 @@ def test_events_not_keyed_by_their_link_are_predicted_counted_and_named_once_a_m
 
 
 def test_a_refused_dead_letter_keeps_its_reason_and_source_and_says_what_it_dropped(
-    processor: Processor,
+    processor: RecordProcessor,
 ) -> None:
     big_key = b"k" * (KEPT_KEY_BYTES + 1)
     bad = ConsumerRecord("in", 3, 7, 0, 0, big_key, b"x" * 5000, None, 0, 5000, [("trace", b"1")])
@@ -164,7 +166,7 @@ def test_a_refused_dead_letter_keeps_its_reason_and_source_and_says_what_it_drop
     assert not shorten_dead_letter(letters, 0, "refused again")  # nothing more to drop
 
 
-def test_a_refused_dead_letter_keeps_a_short_key(processor: Processor) -> None:
+def test_a_refused_dead_letter_keeps_a_short_key(processor: RecordProcessor) -> None:
     (letters,) = processor.process([record(1, b"x" * 5000, key=b"link-1")]).messages
     assert shorten_dead_letter(letters, 0, "too big")
     assert letters.keys[0] == b"link-1" and letters.values[0] == b""
@@ -172,7 +174,7 @@ def test_a_refused_dead_letter_keeps_a_short_key(processor: Processor) -> None:
     assert headers[OMITTED_HEADER].startswith(b"the value (5000 bytes): ")
 
 
-def test_a_batch_with_dead_letters_is_freed_without_the_cycle_collector(processor: Processor) -> None:
+def test_a_batch_with_dead_letters_is_freed_without_the_cycle_collector(processor: RecordProcessor) -> None:
     """A dead letter's error must not tie the batch to a reference cycle: with collections
     rare, such cycles kept whole batches resident under hostile input."""
     records = [record(0, event("a", 1)), record(1, b"not json"), record(2, b'{"ts": 1')]
@@ -187,12 +189,13 @@ def test_a_batch_with_dead_letters_is_freed_without_the_cycle_collector(processo
         gc.enable()
 
 
-def test_the_link_cap_evicts_and_says_so(processor: Processor, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_link_cap_evicts_and_says_so(processor: RecordProcessor,
+                                         caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         processor.process([record(i, event(f"l{i}", 1)) for i in range(80)])
         out = processor.process([record(100 + i, event(f"m{i}", 2)) for i in range(70)])
     assert len(out.each()) == 70
-    assert len(processor.pipeline.store) <= 100
+    assert len(processor.link_predictor.store) <= 100
     assert sample(processor.metrics, "pba_links_evicted_total", reason="cap") >= 50
     assert sample(processor.metrics, "pba_link_cap_reached") == 1
     assert "link cap of 100 reached" in caplog.text
@@ -200,20 +203,20 @@ def test_the_link_cap_evicts_and_says_so(processor: Processor, caplog: pytest.Lo
 
 
 def test_a_batch_with_more_links_than_the_cap_predicts_each_from_its_own_window(
-        processor: Processor) -> None:
+        processor: RecordProcessor) -> None:
     """No link of a batch is evicted for another of the same batch: the store holds them
     all until the next batch evicts back down to the cap."""
     out = processor.process([record(i, event(f"l{i}", 1, bw=float(i + 1))) for i in range(150)])
     predicted = {orjson.loads(m.value)["link_id"]: orjson.loads(m.value)["predicted_bandwidth_mbps"]
                  for m in out.each()}
     assert predicted == {f"l{i}": float(i + 1) for i in range(150)}  # the last value, its own
-    assert len(processor.pipeline.store) == 150
+    assert len(processor.link_predictor.store) == 150
     processor.process([record(200, event("new", 2))])
-    assert len(processor.pipeline.store) <= 100
+    assert len(processor.link_predictor.store) <= 100
 
 
-def test_replay_fills_windows_without_publishing(processor: Processor) -> None:
-    taken = processor.replay([record(i, event("a", i)) for i in range(70)] + [record(70, b"bad")])
+def test_replay_fills_windows_without_publishing(processor: RecordProcessor) -> None:
+    taken = processor.observe_history([record(i, event("a", i)) for i in range(70)] + [record(70, b"bad")])
     assert taken == 70
     out = processor.process([record(71, event("a", 70))])
     assert orjson.loads(out.each()[0].value)["source"] == "model"
@@ -224,7 +227,8 @@ def test_each_models_time_is_recorded_once_per_batch_under_its_own_mode(tiny_mod
     gets its own model's time once (it used to get both models' time, once per mode)."""
     models = load_models(tiny_models, ("datacenter", "internet"))
     metrics = Metrics()
-    p = Processor(Pipeline(Engine(models), "auto", max_links=100), ServiceConfig(mode="auto"), metrics)
+    p = RecordProcessor(LinkPredictor(Forecaster(models), "auto", max_links=100), ServiceConfig(mode="auto"),
+                        metrics)
 
     def observed(mode: str, what: str) -> float:
         return sample(metrics, f"pba_inference_seconds_{what}", mode=mode)

@@ -25,10 +25,10 @@ from kafka_support import (
 )
 from metrics_support import sample
 
-from consumer.processor import V1_VERSION
 from consumer.service import Service
 from consumer.tools.broker import free_port
 from predictor.manifest import DEFAULT_MODELS_DIR, MANIFEST_NAME
+from predictor.rollout import BASELINE_VERSION
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ async def test_rollout_zero_serves_every_link_with_v1(
     async with running_service(service_config(kafka_bootstrap, topics, flags_file=flags)):
         preds = predictions(await read(kafka_bootstrap, topics.output, len(events)))
     assert len(preds) == len(events)
-    assert {p["model_version"] for p in preds} == {V1_VERSION}
+    assert {p["model_version"] for p in preds} == {BASELINE_VERSION}
     assert not any(p["shadow"] for p in preds)
 
 
@@ -63,7 +63,7 @@ async def test_shadow_mode_publishes_v3_beside_live_v1(
         scored = {p: sample(service.metrics, "pba_accuracy_scored_total", mode="internet", predictor=p)
                   for p in ("v3", "v1")}
     assert len(live) == len(shadow) == len(events)
-    assert all(not p["shadow"] and p["model_version"] == V1_VERSION for p in live)
+    assert all(not p["shadow"] and p["model_version"] == BASELINE_VERSION for p in live)
     assert all(p["shadow"] for p in shadow)
     assert {p["source"] for p in shadow} == {"fallback", "model"}
     assert scored["v3"] > 0 and scored["v1"] > 0  # both compared in metrics
@@ -84,7 +84,7 @@ async def test_kill_switch_flips_to_v1_while_running(
         await produce(kafka_bootstrap, topics.input, events[half:])
         preds = predictions(await read(kafka_bootstrap, topics.output, len(events)))
     later = [p for p in preds if p["ts"] >= orjson.loads(events[half][1])["ts"]]
-    assert later and {p["model_version"] for p in later} == {V1_VERSION}
+    assert later and {p["model_version"] for p in later} == {BASELINE_VERSION}
 
 
 async def until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:

@@ -1,17 +1,64 @@
-"""Allocation formulas and gates against hand-worked cases (see predictor/allocation.py)."""
+"""Allocation formulas and gates against hand-worked cases (predictor/allocation.py,
+docs/ALLOCATION.md), through the link predictor's own path from a link's window to its
+allocation: the latest latency, loss and jitter of the window, the mode's RTT when none
+was measured, and the stream count the link was last sent."""
 
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
-from predictor.allocation import APPLY, HOLD, SKIP, allocate
+from predictor.allocation import APPLY, HOLD, SKIP
+from predictor.forecaster import BatchResult
+from predictor.link_predictor import LinkPredictor
+
+NAN = float("nan")
 
 
-def one(bw: float, conf: float, rtt: float, loss: float = np.nan, jitter: float = np.nan,
+class Predicts:
+    """Stands in for the forecaster (the allocation is under test, not the models): every
+    window predicts `bandwidth` at `confidence`."""
+
+    def __init__(self) -> None:
+        self.bandwidth, self.confidence = 0.0, 0.0
+
+    def predict(self, raw: np.ndarray, counts: npt.NDArray[np.int64], modes: npt.NDArray[np.int8],
+                use_models: bool = True) -> BatchResult:
+        n = len(raw)
+        return BatchResult(np.full(n, self.bandwidth), np.full(n, 0.8 * self.bandwidth),
+                           np.full(n, self.confidence), np.full(n, NAN), modes.copy(),
+                           np.zeros(n, np.int8), ["test"] * n, {})
+
+
+class Link:
+    """One link of a link predictor: measured samples in, published allocations out."""
+
+    def __init__(self, mode: str = "internet") -> None:
+        self.forecaster = Predicts()
+        self.link_predictor = LinkPredictor(self.forecaster, mode)  # type: ignore[arg-type]
+        self.ts = 0.0
+
+    def allocation(self, bandwidth: float, confidence: float, rtt: float = NAN, loss: float = NAN,
+                   jitter: float = NAN) -> dict[str, float]:
+        """Observe one sample with these measurements, predict `bandwidth` at `confidence`,
+        publish it (the link keeps its stream count) and return its allocation."""
+        self.ts += 1.0
+        values = np.array([[bandwidth, rtt, loss, jitter, NAN]], dtype=np.float32)
+        slots, accepted = self.link_predictor.observe(["link"], np.array([self.ts]), values)
+        assert accepted.all()
+        self.forecaster.bandwidth, self.forecaster.confidence = bandwidth, confidence
+        batch = self.link_predictor.predict(slots)
+        self.link_predictor.apply(batch)
+        a = batch.allocations
+        return {field: getattr(a, field)[0] for field in a.__dataclass_fields__}
+
+
+def one(bandwidth: float, confidence: float, rtt: float, loss: float = NAN, jitter: float = NAN,
         previous: int | None = None) -> dict[str, float]:
-    a = allocate(np.array([bw]), np.array([conf]), np.array([rtt]), np.array([loss]),
-                 np.array([jitter]), None if previous is None else np.array([previous]))
-    return {field: getattr(a, field)[0] for field in a.__dataclass_fields__}
+    link = Link()
+    if previous is not None:  # at 30 ms and no loss a link gets one stream per 10 Mbit/s
+        assert link.allocation(10.0 * previous, 0.95, rtt=30)["streams"] == previous
+    return link.allocation(bandwidth, confidence, rtt, loss, jitter)
 
 
 def test_worked_example_from_the_docs() -> None:
@@ -39,6 +86,19 @@ def test_long_rtt_and_loss_scale_streams_down_and_loss_halves_chunks() -> None:
     assert a["chunk_bytes"] == 10_082  # 1,048,576 / 52 / 2
 
 
+def test_without_a_measured_rtt_the_modes_typical_one_is_assumed() -> None:
+    internet = Link("internet").allocation(100, 0.9)  # 50 ms
+    assert internet["streams"] == 10 and internet["buffer_bytes"] == 12_500 * 50
+    datacenter = Link("datacenter").allocation(100, 0.9)  # 1 ms: short, more streams
+    assert datacenter["streams"] == 13 and datacenter["buffer_bytes"] == 16_384  # 12,500 raised
+
+
+def test_the_latest_measured_latency_counts_not_a_missing_newer_one() -> None:
+    link = Link()
+    link.allocation(100, 0.9, rtt=150)
+    assert link.allocation(1000, 0.9)["streams"] == 70  # still 150 ms: 100 * 0.7
+
+
 def test_clamps() -> None:
     assert one(1, 0.9, 30)["streams"] == 2
     assert one(1, 0.9, 30)["buffer_bytes"] == 16_384
@@ -57,4 +117,4 @@ def test_stream_count_changes_only_when_confident_and_large() -> None:
     assert one(300, 0.9, 30, previous=20)["streams"] == 30  # +50 % at 0.9: resize
     assert one(300, 0.65, 30, previous=20)["streams"] == 20  # not confident enough
     assert one(220, 0.9, 30, previous=20)["streams"] == 20  # +10 %: keep
-    assert one(300, 0.5, 30, previous=0)["streams"] == 30  # nothing sent yet
+    assert one(300, 0.5, 30)["streams"] == 30  # nothing sent yet

@@ -1,4 +1,5 @@
-"""Confidence: the original heuristic as reference, and a calibration that tells the truth."""
+"""Confidence: the fallback's (calibrated, or the original's fixed values where no
+calibration ships), and a calibration that tells the truth."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import pytest
 from predictor.confidence import (
     Calibration,
     fit_calibration,
-    heuristic_confidence,
     hits,
     reliability_table,
 )
+from predictor.forecaster import FALLBACK, Forecaster
 from predictor.modes import DATACENTER, INTERNET
+from predictor.runtime import ModelSet, load_models
 
 
 def test_hits_use_the_original_20_percent_rule() -> None:
@@ -21,15 +23,33 @@ def test_hits_use_the_original_20_percent_rule() -> None:
     ]
 
 
-def test_heuristic_matches_the_original_formula() -> None:
-    steady = np.full((1, 10), 100.0)
-    noisy = np.array([[50, 150] * 5], dtype=float)  # cv = 0.5
-    dc, inet = np.array([DATACENTER], np.int8), np.array([INTERNET], np.int8)
-    assert heuristic_confidence(steady, dc)[0] == 1.0
-    assert heuristic_confidence(noisy, dc)[0] == pytest.approx(0.5)
-    assert heuristic_confidence(noisy, inet)[0] == pytest.approx(0.75)
-    one = np.array([[np.nan] * 9 + [100.0]])
-    assert heuristic_confidence(one, dc)[0] == 0.5
+def fallback_confidence(forecaster: Forecaster, bandwidth: np.ndarray, modes: np.ndarray) -> np.ndarray:
+    """What the forecaster publishes for windows no model serves (too short for any)."""
+    counts = np.sum(~np.isnan(bandwidth), axis=1)
+    raw = np.full((*bandwidth.shape, 6), np.nan, np.float32)
+    raw[:, :, 0] = bandwidth
+    result = forecaster.predict(raw, counts, modes)
+    assert (result.source == FALLBACK).all()
+    return result.confidence
+
+
+def test_without_a_fallback_calibration_the_original_fixed_confidence_serves() -> None:
+    """No manifest (a models directory that cannot load, --allow-fallback): the original
+    system's 0.45 (datacenter) or 0.35, +0.02 per sample seen, +0.2 at most."""
+    forecaster = Forecaster(ModelSet({}, None))
+    bandwidth = np.array([[np.nan] * 7 + [100.0] * 3, [100.0] * 10, [50.0, 150.0] * 5])
+    modes = np.array([DATACENTER, INTERNET, DATACENTER], np.int8)
+    np.testing.assert_allclose(fallback_confidence(forecaster, bandwidth, modes), [0.51, 0.55, 0.65])
+
+
+def test_with_the_shipped_calibration_a_steady_window_is_trusted_more_than_a_noisy_one() -> None:
+    forecaster = Forecaster(load_models(None, (), allow_fallback=True))
+    assert forecaster.fallback_calibration is not None
+    steady, noisy = [100.0] * 10, [50.0, 150.0] * 5  # coefficient of variation 0 and 0.5
+    confidence = fallback_confidence(forecaster, np.array([steady, noisy]), np.array([INTERNET] * 2, np.int8))
+    cv = np.array([0.0, 0.5])
+    np.testing.assert_allclose(confidence, forecaster.fallback_calibration(cv))
+    assert confidence[0] > confidence[1]
 
 
 def test_fitted_calibration_is_monotone_and_matches_observed_hit_rates(

@@ -13,6 +13,7 @@ from predictor.features import (
     FEATURES,
     JITTER,
     LATENCY,
+    LOG_RATIO_RANGE,
     N_FEATURES,
     THROUGHPUT,
     build_features,
@@ -114,6 +115,18 @@ def test_log_ratio_round_trips(rng: np.random.Generator) -> None:
     scale = rng.uniform(1, 1e4, 50).astype(np.float32)
     target = rng.uniform(0.1, 3, 50).astype(np.float32) * scale
     np.testing.assert_allclose(from_log_ratio(to_log_ratio(target, scale), scale), target, rtol=1e-5)
+
+
+def test_targets_and_outputs_share_one_range_beyond_which_nothing_is_published() -> None:
+    """Training clips its targets and serving its outputs to the same LOG_RATIO_RANGE:
+    an output past the range publishes its edge (serving clipped at e^10 = 22,000x the
+    window scale, evaluation at e^3, before one function decoded both)."""
+    low, high = LOG_RATIO_RANGE
+    scale = np.array([100.0, 100.0, 100.0], np.float32)
+    decoded = from_log_ratio(np.array([9.0, -15.0, 0.5], np.float32), scale)
+    np.testing.assert_allclose(decoded, np.exp([high, low, 0.5]) * 100.0, rtol=1e-6)
+    targets = to_log_ratio(np.array([1e6, 0.0, 165.0]), scale)
+    np.testing.assert_allclose(targets, [high, low, np.log(1.65)], rtol=1e-6)
 
 
 def test_too_short_a_window_is_refused(rng: np.random.Generator) -> None:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from schemas import MAX_EVENT_BYTES, EventError, decode_event
-from schemas.event import REASONS, MetricEvent, _decode_checked, _decode_usual
+from schemas.event import REASONS, MetricEvent, _decode_checked, _decode_fast_path
 
 VALID = {
     "link_id": "dc1-rack4:eth0",
@@ -278,7 +278,7 @@ def test_the_fast_path_decodes_only_what_the_full_checks_accept_and_to_the_same_
         data = orjson.dumps(message)
     except orjson.JSONEncodeError:
         data = json.dumps(message).encode()
-    usual = _decode_usual(data)
+    usual = _decode_fast_path(data)
     event("fast path" if usual is not None else "full checks")
     if usual is not None:
         assert _same(usual, _decode_checked(data)), message
@@ -291,7 +291,7 @@ def test_the_fast_path_decodes_only_what_the_full_checks_accept_and_to_the_same_
     b'{ "link_id" : "a" , "ts" : 1 , "bandwidth_mbps" : 2 }',
 ])
 def test_usual_events_take_the_fast_path(data: bytes) -> None:
-    usual = _decode_usual(data)
+    usual = _decode_fast_path(data)
     assert usual is not None and _same(usual, _decode_checked(data))
 
 
@@ -303,4 +303,4 @@ def test_usual_events_take_the_fast_path(data: bytes) -> None:
     b'{"link_id": "a", "ts": 1, "bandwidth_mbps": 1, "bandwidth_mbps": 2}',
 ])
 def test_unusual_events_take_the_full_checks(data: bytes) -> None:
-    assert _decode_usual(data) is None
+    assert _decode_fast_path(data) is None

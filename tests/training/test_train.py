@@ -12,12 +12,12 @@ import torch
 
 from predictor.api import BandwidthPredictor
 from predictor.confidence import hits, reliability_table
-from predictor.engine import Engine
+from predictor.forecaster import Forecaster
+from predictor.link_predictor import LinkPredictor
 from predictor.manifest import DEFAULT_MODELS_DIR, load_manifest
 from predictor.modes import mode_code
-from predictor.pipeline import Pipeline
 from predictor.runtime import ModelSet, OnnxModel, SessionSettings
-from training.backtest import replay
+from training.backtest import replay_traces
 from training.export import check_parity, export_onnx
 from training.generators import synthetic_set
 from training.model import CONFIGS
@@ -100,8 +100,8 @@ def test_calibration_is_fitted_on_every_row_the_model_serves_on_the_given_traces
     calibration, stats = calibrate(shipped, traces)
 
     calibrated = dataclasses.replace(shipped, calibration=calibration)
-    engine = Engine(ModelSet({"datacenter": OnnxModel(calibrated, SessionSettings())}, manifest=None))
-    result = replay(traces, Pipeline(engine, mode="datacenter"))
+    forecaster = Forecaster(ModelSet({"datacenter": OnnxModel(calibrated, SessionSettings())}, manifest=None))
+    result = replay_traces(traces, LinkPredictor(forecaster, mode="datacenter"))
     rows, actual = result.scored()
     served = result.label[rows] == mode_code("datacenter")
     assert stats["calibration_rows"] == served.sum() > 5_000

@@ -3,7 +3,7 @@ Runtime alone.
 
 All parts run in one process, one after another, on the same machine and threads:
   ceiling     ONNX Runtime on the shipped model, across batch sizes (median of repeats)
-  naive       the full pipeline with one call per event (batch 1)
+  naive       the full service path with one call per event (batch 1)
   ingest      decode + window update per event, no inference
   memory      bytes per tracked link with many links
   end_to_end  events pre-loaded in the embedded broker, `pba run`'s Service consumes them;
@@ -34,15 +34,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from consumer.clients import FETCH_MAX_WAIT_MS, PRODUCER_LINGER_MS
 from consumer.config import ServiceConfig
 from consumer.metrics import Metrics
-from consumer.processor import Processor
+from consumer.processor import RecordProcessor
 from consumer.run import tune_garbage_collection
 from consumer.service import POLL_TIMEOUT_MS
 from consumer.tools.bench import load
 from consumer.tools.broker import EmbeddedBroker
-from predictor.engine import Engine
 from predictor.features import build_features
+from predictor.forecaster import Forecaster
+from predictor.link_predictor import LinkPredictor, models_for_mode
 from predictor.modes import BUDGET_S, WINDOW_STEPS, mode_code
-from predictor.pipeline import Pipeline, models_for_mode
 from predictor.runtime import SessionSettings, load_models
 from training.dataset import sliding_windows
 from training.generators import realistic
@@ -72,9 +72,10 @@ def ceiling(mode: str, settings: SessionSettings, seconds: float = 1.0, repeats:
     return {b: _rate(lambda b=b: model.run_call(features[:b]), b, seconds, repeats) for b in BATCHES}
 
 
-def _processor(mode: str, settings: SessionSettings, max_links: int = 1_000_000) -> Processor:
+def _processor(mode: str, settings: SessionSettings, max_links: int = 1_000_000) -> RecordProcessor:
     models = load_models(None, models_for_mode(mode), settings)
-    return Processor(Pipeline(Engine(models), mode, max_links), ServiceConfig(mode=mode), Metrics())
+    link_predictor = LinkPredictor(Forecaster(models), mode, max_links)
+    return RecordProcessor(link_predictor, ServiceConfig(mode=mode), Metrics())
 
 
 def naive(mode: str, settings: SessionSettings, links: int = 50, seconds: float = 3.0) -> float:
@@ -82,7 +83,7 @@ def naive(mode: str, settings: SessionSettings, links: int = 50, seconds: float 
     steps = WINDOW_STEPS[mode_code(mode)]
     processor = _processor(mode, settings)
     records = load.records(load.events(links, steps + 400, mode))
-    processor.replay(records[: links * steps])  # windows full: every call runs the model
+    processor.observe_history(records[: links * steps])  # windows full: every call runs the model
     rest = iter(records[links * steps:])
     return _rate(lambda: processor.process([next(rest)]), 1, seconds, 1)
 
@@ -97,7 +98,7 @@ def ingest(mode: str, settings: SessionSettings, links: int = 10_000, per_link: 
     for _ in range(repeats):
         processor = _processor(mode, settings)
         started = time.perf_counter()
-        processor.replay(records)
+        processor.observe_history(records)
         rates.append(len(records) / (time.perf_counter() - started))
     return statistics.median(rates)
 
@@ -106,15 +107,16 @@ def memory_per_link(mode: str, links: int = 1_000_000, chunk: int = 50_000) -> f
     """Resident bytes per tracked link (window arrays, ids and index)."""
     gc.collect()
     before = _rss()
-    pipeline = Pipeline(Engine(load_models(None, (), SessionSettings(), allow_fallback=True)), mode, links)
+    fallback_only = Forecaster(load_models(None, (), SessionSettings(), allow_fallback=True))
+    link_predictor = LinkPredictor(fallback_only, mode, links)
     chunk = min(chunk, links)  # a chunk over the cap would only measure evictions
     values = np.full((chunk, 5), 10.0, dtype=np.float32)
     for start in range(0, links, chunk):
         ids = [f"link-{i:09d}" for i in range(start, start + chunk)]
-        pipeline.observe(ids, np.full(chunk, 1.0), values)
+        link_predictor.observe(ids, np.full(chunk, 1.0), values)
     gc.collect()
     per_link = (_rss() - before) / links
-    del pipeline
+    del link_predictor
     return per_link
 
 

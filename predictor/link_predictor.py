@@ -1,5 +1,5 @@
 """The one path from samples to predictions, shared by the service, the library API and
-the backtest: window store -> mode detector -> engine -> allocation.
+the backtest: window store -> mode detector -> forecaster -> allocation.
 
 Callers feed rounds: a batch of samples for distinct links (`observe`), then predictions
 for the links that accepted a sample (`predict`). A link that appears several times in
@@ -18,10 +18,10 @@ from xxhash import xxh3_128_hexdigest
 
 from predictor.allocation import DEFAULT_RTT_MS, Allocations, allocate_streams, kept_streams, stream_count
 from predictor.baselines import last_present
-from predictor.engine import BatchResult, Engine
 from predictor.features import JITTER, LATENCY, LOSS
+from predictor.forecaster import BatchResult, Forecaster
 from predictor.linkstate import LinkState, StateChange
-from predictor.modes import HYBRID, INTERNET, UNDECIDED, WINDOW_STEPS, DetectorRules, mode_code
+from predictor.modes import DATACENTER, HYBRID, INTERNET, UNDECIDED, WINDOW_STEPS, DetectorRules, mode_code
 
 MODES = ("auto", "hybrid", "datacenter", "internet")
 
@@ -29,7 +29,7 @@ MODES = ("auto", "hybrid", "datacenter", "internet")
 def window_length(mode: str) -> int:
     """Samples to keep per link: the longest window any model of the mode may need."""
     if mode == "datacenter":
-        return WINDOW_STEPS[0]
+        return WINDOW_STEPS[DATACENTER]
     return WINDOW_STEPS[INTERNET]
 
 
@@ -54,7 +54,7 @@ class Round:
 
 
 @dataclass
-class Captured:
+class WindowSnapshot:
     """Windows and per-link state captured for a later prediction, one row per event."""
 
     slots: npt.NDArray[np.intp]
@@ -67,41 +67,42 @@ class Captured:
     def __len__(self) -> int:
         return len(self.slots)
 
-    def take(self, rows: npt.NDArray[np.intp]) -> Captured:
+    def take(self, rows: npt.NDArray[np.intp]) -> WindowSnapshot:
         """The given rows (distinct, in order); all of them without a copy."""
         if len(rows) == len(self):
             return self
-        return Captured(self.slots[rows], self.raw[rows], self.counts[rows], self.modes[rows],
+        return WindowSnapshot(self.slots[rows], self.raw[rows], self.counts[rows], self.modes[rows],
                         self.ts[rows], self.rounds[rows])
 
     @staticmethod
-    def concatenate(parts: Sequence[Captured]) -> Captured:
+    def concatenate(parts: Sequence[WindowSnapshot]) -> WindowSnapshot:
         if len(parts) == 1:
             return parts[0]
-        return Captured(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Captured)))
+        columns = (np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(WindowSnapshot))
+        return WindowSnapshot(*columns)
 
 
-class Pipeline:
+class LinkPredictor:
     """Windows in, predictions out. Predicting is pure: it reads the link state and
     returns the predictions with their state change; `apply` makes the change."""
 
     def __init__(
         self,
-        engine: Engine,
+        forecaster: Forecaster,
         mode: str = "auto",
         max_links: int = 1_000_000,
         rules: DetectorRules = DetectorRules(),
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        self.engine = engine
+        self.forecaster = forecaster
         self.mode = mode
         self.store = LinkState(window_length(mode), max_links, _fixed_mode(mode), rules)
         self.tracker = self.store.tracker
 
-    def swap_engine(self, engine: Engine) -> None:
+    def swap_forecaster(self, forecaster: Forecaster) -> None:
         """Serve with other models from the next prediction on (hot reload)."""
-        self.engine = engine
+        self.forecaster = forecaster
 
     def set_mode(self, mode: str) -> None:
         """Change the prediction mode at run time; links re-detect (auto) or take the mode."""
@@ -132,11 +133,11 @@ class Pipeline:
     ) -> npt.NDArray[np.bool_]:
         return self.store.observe(slots, ts, values, now)
 
-    def capture(self, slots: npt.NDArray[np.intp], round_index: int = 0) -> Captured:
+    def capture(self, slots: npt.NDArray[np.intp], round_index: int = 0) -> WindowSnapshot:
         """What a prediction for these links needs, as of now: a batch captures each
-        round right after observing it, then predicts all rounds in one engine call."""
+        round right after observing it, then predicts all rounds in one forecaster call."""
         modes = self.store.column("mode")[slots]
-        return Captured(
+        return WindowSnapshot(
             slots=slots,
             raw=self.store.windows(slots),
             counts=self.store.counts(slots),
@@ -149,7 +150,7 @@ class Pipeline:
         self, slots: npt.NDArray[np.intp], use_models: bool = True
     ) -> Round:
         """Predictions and allocations for the given links from their current windows."""
-        return self.predict_captured(self.capture(slots), use_models)
+        return self.predict_snapshot(self.capture(slots), use_models)
 
     def apply(self, batch: Round) -> None:
         """Publishing these predictions: their stream counts become the links' own."""
@@ -157,9 +158,9 @@ class Pipeline:
             raise ValueError("these predictions were made from another predictor's state")
         self.store.apply(batch.change)
 
-    def predict_captured(self, captured: Captured, use_models: bool = True,
+    def predict_snapshot(self, captured: WindowSnapshot, use_models: bool = True,
                          prior_streams: npt.NDArray[np.int64] | None = None) -> Round:
-        """Predictions and allocations for captured windows, all rounds in one engine
+        """Predictions and allocations for captured windows, all rounds in one forecaster
         call and one allocation; only the stream counts go round by round, since each
         keeps the one the link was sent before (a batch of one chatty link has a round
         per event: a whole allocation per round took 40 % of such a batch).
@@ -168,7 +169,7 @@ class Pipeline:
         row), from those: a shadow predictor starts each row from what the live one
         sent before it, and its predictions cannot be applied."""
         raw = captured.raw
-        result = self.engine.predict(raw, captured.counts, captured.modes, use_models)
+        result = self.forecaster.predict(raw, captured.counts, captured.modes, use_models)
         rtt = last_present(raw[:, :, LATENCY])
         rtt = np.where(np.isnan(rtt), DEFAULT_RTT_MS[captured.modes], rtt)
         loss, jitter = last_present(raw[:, :, LOSS]), last_present(raw[:, :, JITTER])
@@ -182,7 +183,7 @@ class Pipeline:
         return Round(captured.slots, captured.ts, result, allocations, raw, prior_streams, change)
 
     def _streams_by_round(
-        self, captured: Captured, wanted: npt.NDArray[np.int64], confidence: npt.NDArray[np.float64],
+        self, captured: WindowSnapshot, wanted: npt.NDArray[np.int64], confidence: npt.NDArray[np.float64],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], StateChange]:
         """Each row's stream count from the one its link had before it (the link's own
         for its first row, its previous row's after), and the counts the links end with."""
@@ -198,7 +199,7 @@ class Pipeline:
     def forecast(self, slots: npt.NDArray[np.intp]) -> BatchResult:
         """The predictions alone, without allocations: what the backtest scores."""
         c = self.capture(slots)
-        return self.engine.predict(c.raw, c.counts, c.modes)
+        return self.forecaster.predict(c.raw, c.counts, c.modes)
 
     def prediction_ids(self, batch: Round, versions: Sequence[str] | None = None,
                        shadow: bool = False) -> list[str]:
@@ -207,7 +208,7 @@ class Pipeline:
         whether it is a shadow prediction) and of the one part that also depends on the
         link's past, its stream count. The same id then always means the same payload,
         and a re-sent prediction repeats its id exactly when it repeats its payload.
-        versions: as published (default: the engine's). XXH3-128: a 128-bit fingerprint
+        versions: as published (default: the forecaster's). XXH3-128: a 128-bit fingerprint
         for de-duplication, not a secret, at a tenth of BLAKE2b's cost on a window (~0.2
         against ~2.5 us per datacenter window, docs/BENCHMARKS.md)."""
         n = len(batch.slots)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from predictor.api import BandwidthPredictor
-from predictor.engine import FALLBACK_VERSION
-from training.backtest import replay
+from predictor.forecaster import FALLBACK_VERSION
+from training.backtest import replay_traces
 from training.traces import Trace
 
 
@@ -55,7 +55,7 @@ def test_changing_the_future_changes_no_earlier_prediction(
     runs = []
     for trace_values in (values, altered):
         traces = [Trace("a", t, trace_values), Trace("b", t[:120], other[:120])]
-        runs.append(replay(traces, BandwidthPredictor.load(tiny_models).pipeline))
+        runs.append(replay_traces(traces, BandwidthPredictor.load(tiny_models).link_predictor))
     first, second = runs
     # entry i predicts sample i+1 from samples 0..i: entries before `cut` must match
     np.testing.assert_array_equal(first.predicted[:cut], second.predicted[:cut])

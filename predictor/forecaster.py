@@ -1,8 +1,10 @@
 """Batched prediction: raw windows of many links in, predictions for all of them out.
 
 One ONNX call per model per batch. Rows the models cannot serve (window not yet full,
-model unavailable, latency budget about to be exceeded) get the fallback heuristic,
-marked as such; a hybrid row combines both models by their confidence.
+model unavailable) get the fallback: the last value, with a confidence calibrated from
+the window's recent spread, marked source "fallback". A hybrid row combines both models
+by their confidence. Never a time budget: the same window must give the same prediction
+after a restart (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class _ModelOutput:
     score: FloatArray
 
 
-class Engine:
+class Forecaster:
     """Turns raw windows into predictions with the loaded models and the fallback."""
 
     def __init__(self, models: ModelSet) -> None:
@@ -80,7 +82,7 @@ class Engine:
         A row is served by a model whenever one is loaded and its window is full, never
         by a time budget: a re-prediction after a restart must repeat the first one
         (deterministic prediction ids, docs/RELIABILITY.md). use_models=False serves
-        every row with the fallback (the "v1" baseline).
+        every row with the fallback: the baseline predictor (predictor/rollout.py).
         """
         n = raw.shape[0]
         predicted, reserve, confidence, score = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
