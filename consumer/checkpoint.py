@@ -100,7 +100,9 @@ class Checkpoint:
                                            headers=m.headers[row] if m.headers else None)
             builder = producer.create_batch()
             for row in chunk.rows:
-                if builder.append(key=m.keys[row], value=m.values[row], timestamp=None) is None:
+                headers = m.headers[row] if m.headers else []
+                if builder.append(key=m.keys[row], value=m.values[row], timestamp=None,
+                                  headers=headers) is None:
                     raise ValueError(f"message {row} for {m.topic} does not fit a record batch")
             return await producer.send_batch(builder, m.topic, partition=chunk.partition)
         except KafkaError as exc:
@@ -155,7 +157,7 @@ class Checkpoint:
         message bigger than the dead-letter topic takes): it goes out without the
         original's bytes, which stay readable at the source offset its headers name."""
         m = chunk.messages
-        if m.headers is None:
+        if m.headers is None or not m.dead_letters:
             return False
         shortened = False
         for row in chunk.rows:

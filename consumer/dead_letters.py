@@ -47,7 +47,7 @@ def shorten_dead_letter(messages: Outgoing, row: int, why: str) -> bool:
     KEPT_KEY_BYTES) from a dead letter that the dead-letter topic refuses for its size,
     saying what was dropped: its pba.source.* headers still name where the original is.
     False when it was shortened already (nothing more to drop)."""
-    assert messages.headers is not None, "only dead letters carry headers"
+    assert messages.headers is not None and messages.dead_letters, "only dead letters are shortened"
     headers = messages.headers[row]
     if any(name == OMITTED_HEADER for name, _ in headers):
         return False

@@ -40,6 +40,11 @@ class Outgoing:
     def __len__(self) -> int:
         return len(self.values)
 
+    @property
+    def dead_letters(self) -> bool:
+        """Dead letters, not predictions (which carry headers too: the link's adaptation)."""
+        return self.modes is None
+
 
 @dataclass
 class BatchOutput:

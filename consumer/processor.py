@@ -26,6 +26,7 @@ from consumer.scoring import Scoring
 from predictor.allocation import ACTION_NAMES
 from predictor.forecaster import SOURCE_NAMES
 from predictor.link_predictor import LinkPredictor, Round, WindowSnapshot
+from predictor.linkstate import ADAPTATION_HEADER, encode_adaptation
 from predictor.modes import MODE_NAMES
 from predictor.rollout import BASELINE, BASELINE_VERSION
 from predictor.window import MEASURED_CHANNELS
@@ -219,7 +220,10 @@ class RecordProcessor:
         ))
         arrival = np.fromiter((record.timestamp for _, record in events), dtype=np.int64, count=n)
         partitions = self._partitions(batch.slots, keys) if topic == self.config.output_topic else None
-        out.messages.append(Outgoing(topic, keys, values, arrival, r.mode.copy(), partitions))
+        headers = None
+        if batch.adaptation is not None:  # what the link learnt, for a rebuild
+            headers = [[(ADAPTATION_HEADER, state)] for state in encode_adaptation(batch.adaptation)]
+        out.messages.append(Outgoing(topic, keys, values, arrival, r.mode.copy(), partitions, headers))
         # one metric update per label set, not per event (labels() costs ~15 us)
         if shadow:
             self.metrics.shadow_predictions.inc(n)

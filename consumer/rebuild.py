@@ -26,7 +26,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from consumer.config import ServiceConfig
 from consumer.metrics import Metrics
 from consumer.processor import RecordProcessor
-from predictor.linkstate import LinkState, Sent
+from predictor.linkstate import ADAPTATION_HEADER, LinkState, Sent
 from predictor.modes import MODE_CODES
 from predictor.rollout import served_by
 
@@ -223,8 +223,9 @@ def _sent(record: ConsumerRecord) -> Sent | None:
     """A prediction read back from the predictions topic; None for anything else."""
     try:
         p = orjson.loads(record.value or b"")
+        adaptation = dict(record.headers or ()).get(ADAPTATION_HEADER)
         return Sent(p["link_id"], float(p["ts"]), served_by(p["model_version"]),
                     bool(p["shadow"]), int(p["allocation"]["streams"]), float(p["predicted_bandwidth_mbps"]),
-                    MODE_CODES[p["mode"]])
+                    MODE_CODES[p["mode"]], adaptation)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None

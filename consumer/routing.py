@@ -1,7 +1,8 @@
 """Which predictor serves which link: the feature flags' rollout, kill switch and shadow
-mode. Only what a link is sent live changes its state: the live predictions' state
-changes are applied, a shadow prediction starts each row from the state the live one
-had before it and changes nothing."""
+mode. Only what a link is sent live changes what the live predictor reads: the live
+predictions' state changes are applied, a shadow prediction starts each row from the
+stream count the live one had before it and keeps only what the models' own adaptation
+learnt (which the live baseline never reads)."""
 
 from __future__ import annotations
 
@@ -41,5 +42,6 @@ def route(link_predictor: LinkPredictor, flags: Flags, batch: WindowSnapshot) ->
     if flags.shadow:  # the models beside the baseline, each row from the state the baseline had before it
         (_, _, every, baseline), = made
         shadow = link_predictor.predict_snapshot(batch, prior_streams=baseline.prior_streams)
+        link_predictor.apply(shadow)  # what the models learn; the baseline reads none of it
         made.append(Made(MODELS, True, every, shadow))
     return made

@@ -69,6 +69,9 @@ class Forecaster:
         self.models = models
         fallback = models.manifest.fallback_calibration if models.manifest else None
         self.fallback_calibration: Calibration | None = fallback
+        adapted = models.manifest.adapted_calibration if models.manifest else None
+        #: maps the per-link adaptation's confidence blend (predictor/adaptation.py)
+        self.adapted_calibration: Calibration | None = adapted
 
     def predict(
         self,

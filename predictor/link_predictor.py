@@ -1,5 +1,6 @@
 """The one path from samples to predictions, shared by the service, the library API and
-the backtest: window store -> mode detector -> forecaster -> allocation.
+the backtest: window store -> mode detector -> forecaster -> per-link adaptation ->
+allocation.
 
 Callers feed rounds: a batch of samples for distinct links (`observe`), then predictions
 for the links that accepted a sample (`predict`). A link that appears several times in
@@ -10,16 +11,18 @@ from exactly the samples up to it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from xxhash import xxh3_128_hexdigest
 
+from predictor.adaptation import MODELS, AdaptationRules, AdaptationState, adapt, learn, simple_experts
 from predictor.allocation import DEFAULT_RTT_MS, Allocations, allocate_streams, kept_streams, stream_count
 from predictor.baselines import last_present
-from predictor.features import JITTER, LATENCY, LOSS
-from predictor.forecaster import BatchResult, Forecaster
+from predictor.features import BANDWIDTH, JITTER, LATENCY, LOSS
+from predictor.forecaster import MODEL, BatchResult, Forecaster
 from predictor.linkstate import LinkState, StateChange
 from predictor.modes import DATACENTER, HYBRID, INTERNET, UNDECIDED, WINDOW_STEPS, DetectorRules, mode_code
 
@@ -50,7 +53,20 @@ class Round:
     allocations: Allocations
     raw: np.ndarray  # the windows the predictions were made from (for ids)
     prior_streams: npt.NDArray[np.int64]  # the stream count each row started from
-    change: StateChange | None  # None: made from another predictor's state, not to apply
+    #: what publishing these changes; for predictions made beside the live ones (shadow)
+    #: what the adaptation learnt only, and None when that is nothing
+    change: StateChange | None
+    #: each row's link adaptation after it (published with it: linkstate.ADAPTATION_HEADER);
+    #: None where the baseline served
+    adaptation: AdaptationState | None = None
+
+
+class Forecast(NamedTuple):
+    """A forecast without allocations (LinkPredictor.forecast)."""
+
+    published: BatchResult  # after the per-link adaptation
+    forecaster: BatchResult  # the forecaster's own, before it
+    change: StateChange | None  # what the adaptation learnt (None without one)
 
 
 @dataclass
@@ -92,12 +108,17 @@ class LinkPredictor:
         mode: str = "auto",
         max_links: int = 1_000_000,
         rules: DetectorRules = DetectorRules(),
+        adaptation: AdaptationRules | None = AdaptationRules(),
     ) -> None:
+        """adaptation: None publishes the forecaster's predictions as they are (what
+        calibrating a model needs: its own outputs, not what a link made of them)."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.adaptation = adaptation
         self.forecaster = forecaster
         self.mode = mode
-        self.store = LinkState(window_length(mode), max_links, _fixed_mode(mode), rules)
+        self.store = LinkState(window_length(mode), max_links, _fixed_mode(mode), rules,
+                               adaptation or AdaptationRules())
         self.tracker = self.store.tracker
 
     def swap_forecaster(self, forecaster: Forecaster) -> None:
@@ -153,10 +174,10 @@ class LinkPredictor:
         return self.predict_snapshot(self.capture(slots), use_models)
 
     def apply(self, batch: Round) -> None:
-        """Publishing these predictions: their stream counts become the links' own."""
-        if batch.change is None:
-            raise ValueError("these predictions were made from another predictor's state")
-        self.store.apply(batch.change)
+        """Publishing these predictions: their stream counts and what their adaptation
+        learnt become the links' own."""
+        if batch.change is not None:
+            self.store.apply(batch.change)
 
     def predict_snapshot(self, captured: WindowSnapshot, use_models: bool = True,
                          prior_streams: npt.NDArray[np.int64] | None = None) -> Round:
@@ -167,9 +188,10 @@ class LinkPredictor:
 
         The stream counts start from the links' own, or, given prior_streams (one per
         row), from those: a shadow predictor starts each row from what the live one
-        sent before it, and its predictions cannot be applied."""
+        sent before it, and applying its predictions changes only what its own
+        adaptation learnt (the live baseline reads none of that)."""
         raw = captured.raw
-        result = self.forecaster.predict(raw, captured.counts, captured.modes, use_models)
+        result, adapted, learnt = self._forecast(captured, use_models)
         rtt = last_present(raw[:, :, LATENCY])
         rtt = np.where(np.isnan(rtt), DEFAULT_RTT_MS[captured.modes], rtt)
         loss, jitter = last_present(raw[:, :, LOSS]), last_present(raw[:, :, JITTER])
@@ -177,10 +199,51 @@ class LinkPredictor:
         change = None
         if prior_streams is None:
             prior_streams, streams, change = self._streams_by_round(captured, wanted, result.confidence)
+            change = StateChange(change.slots, change.streams, learnt.adaptation if learnt else None)
         else:
             streams = kept_streams(wanted, result.confidence, prior_streams)
+            change = StateChange(learnt.slots, None, learnt.adaptation) if learnt else None
         allocations = allocate_streams(result.predicted_mbps, result.confidence, rtt, loss, jitter, streams)
-        return Round(captured.slots, captured.ts, result, allocations, raw, prior_streams, change)
+        return Round(captured.slots, captured.ts, result, allocations, raw, prior_streams, change, adapted)
+
+    def _forecast(self, captured: WindowSnapshot, use_models: bool,
+                  ) -> tuple[BatchResult, AdaptationState | None, StateChange | None]:
+        """The forecaster's predictions, adapted per link where the models serve: the
+        result as published, each row's adaptation state after it, and the links'."""
+        forecast = self.forecaster.predict(captured.raw, captured.counts, captured.modes, use_models)
+        if not use_models or self.adaptation is None:  # the baseline: as it is, nothing learnt
+            return forecast, None, None
+        return self._adapt_by_round(captured, forecast)
+
+    def _adapt_by_round(self, captured: WindowSnapshot, forecast: BatchResult,
+                        ) -> tuple[BatchResult, AdaptationState, StateChange]:
+        """Round by round, as each row's link state stands after its previous row: learn
+        from the sample just observed, then publish (predictor/adaptation.py)."""
+        rules = self.store.adaptation_rules
+        bandwidth = captured.raw[:, :, BANDWIDTH]
+        experts = simple_experts(bandwidth)
+        experts[:, MODELS] = np.where(forecast.source == MODEL, forecast.predicted_mbps, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = forecast.reserve_mbps / forecast.predicted_mbps
+        actual = bandwidth[:, -1]
+        links, at = np.unique(captured.slots, return_inverse=True)
+        state = self.store.adaptation(links)
+        n = len(captured)
+        rows_after = self.store.adaptation(np.zeros(n, dtype=np.intp))  # filled below
+        predicted, reserve, blend = np.empty(n), np.empty(n), np.empty(n)
+        for rows in _by_round(captured.rounds):
+            ts = captured.ts[rows]
+            learnt = learn(state.take(at[rows]), actual[rows], ts, rules)
+            out, after = adapt(learnt, experts[rows], ratio[rows], forecast.confidence[rows], ts, rules)
+            state.put(at[rows], after)
+            rows_after.put(rows, after)
+            predicted[rows], reserve[rows], blend[rows] = out.predicted, out.reserve, out.blend
+        calibration = self.forecaster.adapted_calibration
+        score = 1.0 - blend  # what the calibration maps (a higher score, a lower hit rate)
+        confidence = np.asarray(calibration(score), dtype=np.float64) if calibration is not None else blend
+        result = replace(forecast, predicted_mbps=predicted, reserve_mbps=reserve, score=score,
+                         confidence=confidence)
+        return result, rows_after, StateChange(links, self.store.column("streams")[links], state)
 
     def _streams_by_round(
         self, captured: WindowSnapshot, wanted: npt.NDArray[np.int64], confidence: npt.NDArray[np.float64],
@@ -196,10 +259,16 @@ class LinkPredictor:
             streams[rows] = sent[at[rows]] = kept_streams(wanted[rows], confidence[rows], prior[rows])
         return prior, streams, StateChange(links, sent)
 
-    def forecast(self, slots: npt.NDArray[np.intp]) -> BatchResult:
-        """The predictions alone, without allocations: what the backtest scores."""
-        c = self.capture(slots)
-        return self.forecaster.predict(c.raw, c.counts, c.modes)
+    def forecast(self, slots: npt.NDArray[np.intp]) -> Forecast:
+        """The predictions as published, without allocations, the forecaster's own
+        beside them, and what publishing them teaches the links (for `store.apply`):
+        what the backtest and the model card score."""
+        snapshot = self.capture(slots)
+        forecast = self.forecaster.predict(snapshot.raw, snapshot.counts, snapshot.modes)
+        if self.adaptation is None:
+            return Forecast(forecast, forecast, None)
+        result, _, change = self._adapt_by_round(snapshot, forecast)
+        return Forecast(result, forecast, change)
 
     def prediction_ids(self, batch: Round, versions: Sequence[str] | None = None,
                        shadow: bool = False) -> list[str]:
@@ -214,19 +283,28 @@ class LinkPredictor:
         n = len(batch.slots)
         raw = np.ascontiguousarray(batch.raw).tobytes()
         row = len(raw) // n if n else 0
-        state = np.empty((n, 3), dtype=np.float64)  # ts, mode, streams: exact in float64
+        # ts, mode, streams, and what the link's adaptation made of the window: exact in float64
+        state = np.empty((n, HEAD), dtype=np.float64)
         state[:, 0] = batch.ts
         state[:, 1] = batch.result.mode
         state[:, 2] = batch.allocations.streams
+        state[:, 3] = batch.result.predicted_mbps
+        state[:, 4] = batch.result.reserve_mbps
+        state[:, 5] = batch.result.confidence
         head = state.tobytes()
+        size = 8 * HEAD
         role = b"\x01" if shadow else b"\x00"
         link_of = self.store.link_id
         versions = batch.result.version if versions is None else versions
         return [
             xxh3_128_hexdigest(b"".join((str(link_of(slot)).encode(), b"\x00", versions[i].encode(), role,
-                                         head[24 * i:24 * i + 24], raw[row * i:row * (i + 1)])))
+                                         head[size * i:size * (i + 1)], raw[row * i:row * (i + 1)])))
             for i, slot in enumerate(batch.slots.tolist())
         ]
+
+
+#: the numbers beside the window that a prediction id hashes (prediction_ids)
+HEAD = 6
 
 
 def _fixed_mode(mode: str) -> int | None:

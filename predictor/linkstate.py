@@ -7,25 +7,27 @@ them only through the transitions below, so what a link's next prediction depend
 has one place to look and one place to rebuild:
 
 - `observe`: a new sample moves the window and the mode detector;
-- `apply`: a published prediction's stream count becomes the link's (a prediction
-  itself only returns its change: predictor.link_predictor);
+- `apply`: a published prediction's stream count and adaptation state (what the link's
+  own errors taught: predictor/adaptation.py) become the link's (a prediction itself
+  only returns its change: predictor.link_predictor);
 - `place`, `keep_pending`: where the link was read from, and its latest predictions
   waiting for the next sample to score them (the service's bookkeeping);
 - `restore`: after a restart or a rebalance, the windows and detectors come back by
-  replaying the input through `observe`, and the stream counts and pending predictions
-  from the predictions the link was sent for its newest sample (docs/RELIABILITY.md).
-
-Columns for what is learned per link later get declared here too, in LINK_COLUMNS.
+  replaying the input through `observe`, and the stream counts, pending predictions and
+  adaptation state from the prediction the link was sent for its newest sample (the
+  adaptation state travels in that record's header, ADAPTATION_HEADER;
+  docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
 
+from predictor.adaptation import N_EXPERTS, AdaptationRules, AdaptationState
 from predictor.modes import DETECTOR_SAMPLES, UNDECIDED, DetectorRules, ModeTracker
 from predictor.rollout import PREDICTORS
 from predictor.window import WindowStore
@@ -36,6 +38,7 @@ class Column:
     dtype: npt.DTypeLike
     fill: object
     why: str
+    width: int = 0  # values per link (0: one)
 
 
 #: every per-link column, its type, its value for a new link, and what it is for
@@ -50,7 +53,20 @@ LINK_COLUMNS: dict[str, Column] = {
     **{f"pending_{predictor}": Column(np.float32, np.nan, f"{predictor}'s latest prediction, scored at "
                                       "the next sample") for predictor in PREDICTORS},
     "pending_mode": Column(np.int8, 0, "the mode that latest prediction was made in"),
+    # the adaptation's (predictor/adaptation.py), in AdaptationState's order
+    "expert_scores": Column(np.float32, 0.0, "each expert's decayed hits on the link", N_EXPERTS),
+    "expert_pending": Column(np.float32, np.nan, "each expert's latest prediction", N_EXPERTS),
+    "expert_choice": Column(np.int8, -1, "the expert published last (-1: none yet)"),
+    "reserve_offset": Column(np.float32, 0.0, "the reserve's learnt ratio offset"),
+    "reserve_pending": Column(np.float32, np.nan, "the reserve published last"),
+    "hit_rate": Column(np.float32, np.nan, "decayed hit rate of what the link was published"),
+    "pending_ts": Column(np.float64, -np.inf, "the newest sample's time at the latest prediction"),
 }
+#: the adaptation's columns, in AdaptationState's field order
+ADAPTATION_COLUMNS = ("expert_scores", "expert_pending", "expert_choice", "reserve_offset",
+                      "reserve_pending", "hit_rate", "pending_ts")
+#: the header of a published prediction that carries its link's adaptation state
+ADAPTATION_HEADER = "pba.adaptation"
 
 
 #: the mode detector's columns, reset together when the mode changes
@@ -59,11 +75,13 @@ _DETECTOR_COLUMNS = ("mode", "candidate", "streak")
 
 @dataclass(frozen=True)
 class StateChange:
-    """What publishing a prediction changes for its links: the stream count each was
-    sent last (one entry per link, the last of its rows in the batch)."""
+    """What publishing a prediction changes for its links (one entry per link, the last
+    of its rows in the batch): the stream count each was sent last, and what the
+    adaptation learnt."""
 
     slots: npt.NDArray[np.intp]
-    streams: npt.NDArray[np.int64]
+    streams: npt.NDArray[np.int64] | None  # None: predicted beside the live predictor (shadow)
+    adaptation: AdaptationState | None = None  # None: the baseline served, nothing learnt
 
 
 @dataclass(frozen=True)
@@ -77,18 +95,23 @@ class Sent:
     streams: int
     predicted_mbps: float
     mode: int
+    adaptation: bytes | None = None  # the ADAPTATION_HEADER, when the models served
 
 
 class LinkState(WindowStore):
     """The windows of WindowStore and every other per-link column (LINK_COLUMNS)."""
 
     def __init__(self, length: int, max_links: int = 1_000_000, fixed_mode: int | None = None,
-                 rules: DetectorRules = DetectorRules()) -> None:
+                 rules: DetectorRules = DetectorRules(),
+                 adaptation: AdaptationRules = AdaptationRules()) -> None:
         super().__init__(length=length, max_links=max_links)
         self.tracker = ModeTracker(rules)
+        self.adaptation_rules = adaptation
         for name, column in LINK_COLUMNS.items():
             if name not in _DETECTOR_COLUMNS:
-                self.add_column(name, column.dtype, column.fill)
+                self.add_column(name, column.dtype, column.fill, column.width)
+        # a new link trusts the models: their head start (AdaptationRules.prior)
+        self.add_column("expert_scores", np.float32, _head_start(adaptation), N_EXPERTS)
         self.fix_mode(fixed_mode)
 
     def column(self, name: str) -> np.ndarray:
@@ -125,8 +148,16 @@ class LinkState(WindowStore):
         return accepted
 
     def apply(self, change: StateChange) -> None:
-        """Make a published prediction's stream counts the links' own."""
-        self._writable("streams")[change.slots] = change.streams
+        """Make a published prediction's stream counts and adaptation the links' own."""
+        if change.streams is not None:
+            self._writable("streams")[change.slots] = change.streams
+        if change.adaptation is not None:
+            for name, values in zip(ADAPTATION_COLUMNS, _fields(change.adaptation), strict=True):
+                self._writable(name)[change.slots] = values
+
+    def adaptation(self, slots: npt.NDArray[np.intp]) -> AdaptationState:
+        """The links' adaptation state (copies)."""
+        return AdaptationState(*(self._writable(name)[slots] for name in ADAPTATION_COLUMNS))
 
     def place(self, slots: npt.NDArray[np.intp], partitions: list[int]) -> None:
         self._writable("partition")[slots] = partitions
@@ -182,4 +213,42 @@ class LinkState(WindowStore):
                 streams[slot] = s.streams
                 pending_mode[slot] = s.mode
                 restored.add(slot)
+            state = decode_adaptation([s.adaptation]) if s.adaptation is not None else None
+            if state is not None:  # the models' prediction, live or shadow
+                for name, values in zip(ADAPTATION_COLUMNS, _fields(state), strict=True):
+                    self._writable(name)[slot] = values[0]
         return len(restored)
+
+
+#: ADAPTATION_HEADER's layout: AdaptationState's fields for one link, little-endian
+_PACKED = np.dtype([("expert_scores", "<f4", N_EXPERTS), ("expert_pending", "<f4", N_EXPERTS),
+                    ("expert_choice", "i1"), ("reserve_offset", "<f4"), ("reserve_pending", "<f4"),
+                    ("hit_rate", "<f4"), ("pending_ts", "<f8")])
+
+
+def encode_adaptation(state: AdaptationState) -> list[bytes]:
+    """Each row's state as ADAPTATION_HEADER bytes (exact: the floats as stored)."""
+    packed = np.empty(len(state.choice), dtype=_PACKED)
+    for name, values in zip(ADAPTATION_COLUMNS, _fields(state), strict=True):
+        packed[name] = values
+    blob, size = packed.tobytes(), _PACKED.itemsize
+    return [blob[i * size:(i + 1) * size] for i in range(len(packed))]
+
+
+def decode_adaptation(blobs: list[bytes]) -> AdaptationState | None:
+    """The rows of encode_adaptation's bytes; None when any is not such bytes."""
+    if any(len(b) != _PACKED.itemsize for b in blobs):
+        return None
+    packed = np.frombuffer(b"".join(blobs), dtype=_PACKED)
+    return AdaptationState(*(packed[name].copy() for name in ADAPTATION_COLUMNS))
+
+
+def _fields(state: AdaptationState) -> tuple[np.ndarray, ...]:
+    """The state's arrays, in ADAPTATION_COLUMNS' order."""
+    return tuple(getattr(state, f.name) for f in fields(state))
+
+
+def _head_start(rules: AdaptationRules) -> np.ndarray:
+    scores = np.zeros(N_EXPERTS, dtype=np.float32)
+    scores[0] = rules.prior
+    return scores

@@ -17,7 +17,8 @@ manifest.json in a models directory:
         },
         "internet": {...}
       },
-      "fallback_calibration": {"score": "cv", "x": [...], "y": [...]}
+      "fallback_calibration": {"score": "cv", "x": [...], "y": [...]},
+      "adapted_calibration": {"score": "one_minus_blend", "x": [...], "y": [...]}
     }
 
 Any disagreement with this code (another feature list, window, output meaning) is a
@@ -87,6 +88,8 @@ class Manifest:
     directory: Path
     models: dict[str, ModelSpec]
     fallback_calibration: Calibration | None
+    #: the per-link adaptation's confidence (predictor/adaptation.py); None: uncalibrated
+    adapted_calibration: Calibration | None = None
 
 
 def sha256_of(path: Path) -> str:
@@ -122,12 +125,14 @@ def load_manifest(directory: Path | str) -> Manifest:
         if mode not in WINDOW_STEPS_BY_NAME:
             raise ManifestError(f"{path}: unknown model mode {mode!r} (known: datacenter, internet)")
         models[mode] = _spec(directory, mode, entry)
-    fallback = data.get("fallback_calibration")
-    try:
-        fallback_cal = Calibration.from_dict(fallback) if fallback is not None else None
-    except ValueError as exc:
-        raise ManifestError(f"{path}: fallback_calibration: {exc}") from None
-    return Manifest(directory, models, fallback_cal)
+    calibrations = []
+    for name in ("fallback_calibration", "adapted_calibration"):
+        entry = data.get(name)
+        try:
+            calibrations.append(Calibration.from_dict(entry) if entry is not None else None)
+        except ValueError as exc:
+            raise ManifestError(f"{path}: {name}: {exc}") from None
+    return Manifest(directory, models, *calibrations)
 
 
 def _spec(directory: Path, mode: str, entry: Any) -> ModelSpec:

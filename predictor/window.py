@@ -102,9 +102,10 @@ class WindowStore:
     def link_id(self, slot: int) -> str | None:
         return self._link_of[slot]
 
-    def add_column(self, name: str, dtype: npt.DTypeLike, fill: object) -> None:
-        """Per-link state kept beside the window (mode, last allocation...), reset on reuse."""
-        column = np.full(self.capacity, fill, dtype=dtype)
+    def add_column(self, name: str, dtype: npt.DTypeLike, fill: object, width: int = 0) -> None:
+        """Per-link state kept beside the window (mode, last allocation...), reset on reuse;
+        `width` values per link when > 0 (fill: one value, or one per position)."""
+        column = np.full((self.capacity, width) if width else self.capacity, fill, dtype=dtype)
         self._columns[name] = (column, fill)
 
     def column(self, name: str) -> np.ndarray:

@@ -32,12 +32,14 @@ from link_traffic import link_events, records
 
 from consumer.config import ServiceConfig
 from consumer.flags import Flags, rollout_bucket
+from consumer.messages import Message
 from consumer.metrics import Metrics
 from consumer.processor import RecordProcessor
 from consumer.rebuild import SentState, restore
 from predictor.api import BandwidthPredictor
 from predictor.forecaster import Forecaster
 from predictor.link_predictor import LinkPredictor
+from predictor.linkstate import ADAPTATION_COLUMNS
 from predictor.runtime import ModelSet, load_models
 
 BATCH = 200
@@ -67,16 +69,22 @@ def processor(models: ModelSet, flags: Flags) -> RecordProcessor:
     return p
 
 
-def run(p: RecordProcessor, recs: Sequence[ConsumerRecord], batch: int = BATCH,
-        flags_at: Callable[[int], Flags] | None = None) -> list[Payload]:
+def published(p: RecordProcessor, recs: Sequence[ConsumerRecord], batch: int = BATCH,
+              flags_at: Callable[[int], Flags] | None = None) -> list[Message]:
     """Every message published for recs, fed in batches; flags_at(i) sets the flags
     before the batch starting at record i."""
     out = []
     for i in range(0, len(recs), batch):
         if flags_at is not None:
             p.flags = flags_at(i)
-        out += [orjson.loads(m.value) for m in p.process(recs[i:i + batch]).each()]
+        out += p.process(recs[i:i + batch]).each()
     return out
+
+
+def run(p: RecordProcessor, recs: Sequence[ConsumerRecord], batch: int = BATCH,
+        flags_at: Callable[[int], Flags] | None = None) -> list[Payload]:
+    """The payloads of `published`."""
+    return [orjson.loads(m.value) for m in published(p, recs, batch, flags_at)]
 
 
 _CONTINUOUS: dict[str, list[Payload]] = {}
@@ -113,11 +121,10 @@ def by_event(preds: list[Payload]) -> dict[tuple[str, float, bool], Payload]:
     return out
 
 
-def as_records(preds: list[Payload]) -> list[ConsumerRecord]:
-    """Published predictions as the predictions topic gives them back."""
-    values = [orjson.dumps(p) for p in preds]
-    return [ConsumerRecord("out", 0, i, 0, 0, p["link_id"].encode(), v, None, 0, len(v), [])
-            for i, (p, v) in enumerate(zip(preds, values, strict=True))]
+def as_records(messages: list[Message]) -> list[ConsumerRecord]:
+    """Published predictions as the predictions topic gives them back, headers and all."""
+    return [ConsumerRecord("out", 0, i, 0, 0, m.key, m.value, None, 0, len(m.value), m.headers or [])
+            for i, m in enumerate(messages)]
 
 
 def assert_exercised(preds: list[Payload]) -> None:
@@ -158,10 +165,11 @@ def test_a_rebuild_then_more_events_equals_no_rebuild(models: ModelSet, stream: 
     continuous = continuous_run(models, stream, path)
     cut, sent_upto = int(len(stream) * committed), int(len(stream) * (committed + 0.2))
     crashed = processor(models, flags)
-    sent = run(crashed, stream[:sent_upto])
+    messages = published(crashed, stream[:sent_upto])
+    sent = [orjson.loads(m.value) for m in messages]
     restarted = processor(models, flags)
     restarted.observe_history(stream[:cut])
-    assert restore(restarted.link_predictor.store, as_records(sent)) == len({r.key for r in stream[:cut]})
+    assert restore(restarted.link_predictor.store, as_records(messages)) == len({r.key for r in stream[:cut]})
     after = run(restarted, stream[cut:])
     assert_exercised(continuous)
     from_cut = {(e["link_id"], e["ts"]) for e in map(orjson.loads, (r.value for r in stream[cut:]))}
@@ -179,7 +187,7 @@ def test_reading_back_from_the_newest_in_spans_restores_what_reading_everything_
     and the predictions that follow are those after a read of everything."""
     (flags,) = PATHS[path]
     cut, sent_upto = int(len(stream) * 0.7), int(len(stream) * 0.9)
-    sent = as_records(run(processor(models, flags), stream[:sent_upto]))
+    sent = as_records(published(processor(models, flags), stream[:sent_upto]))
     whole, in_spans = processor(models, flags), processor(models, flags)
     for restarted in (whole, in_spans):
         restarted.observe_history(stream[:cut])
@@ -204,7 +212,8 @@ def test_predicting_is_pure_until_the_change_is_applied(models: ModelSet, stream
     p.observe_history(stream[half:half + 40 * 10])  # ten samples per link, not predicted yet
     store = p.link_predictor.store
     slots = store.slots([f"link-{k:03d}" for k in range(40)])
-    columns = {name: store.column(name).copy() for name in ("streams", "mode", "candidate", "streak")}
+    columns = {name: store.column(name).copy()
+               for name in ("streams", "mode", "candidate", "streak", *ADAPTATION_COLUMNS)}
     first = p.link_predictor.predict(slots, use_models=flags == Flags())
     second = p.link_predictor.predict(slots, use_models=flags == Flags())
     for name, before in columns.items():
@@ -216,9 +225,13 @@ def test_predicting_is_pure_until_the_change_is_applied(models: ModelSet, stream
     assert moved.any(), "the data should resize some links' stream counts"
     p.link_predictor.apply(first)
     np.testing.assert_array_equal(store.column("streams")[first.change.slots], first.change.streams)
-    with pytest.raises(ValueError, match="another predictor"):
-        p.link_predictor.apply(p.link_predictor.predict_snapshot(p.link_predictor.capture(slots),
-                                                     prior_streams=first.prior_streams))
+    # made beside the live predictor (shadow): applying it keeps the live stream counts
+    streams = store.column("streams").copy()
+    beside = p.link_predictor.predict_snapshot(p.link_predictor.capture(slots),
+                                               prior_streams=first.prior_streams)
+    assert beside.change is not None and beside.change.streams is None
+    p.link_predictor.apply(beside)
+    np.testing.assert_array_equal(store.column("streams"), streams)
 
 
 # -- live output against the flags -----------------------------------------------------

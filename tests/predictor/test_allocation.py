@@ -35,7 +35,8 @@ class Link:
 
     def __init__(self, mode: str = "internet") -> None:
         self.forecaster = Predicts()
-        self.link_predictor = LinkPredictor(self.forecaster, mode)  # type: ignore[arg-type]
+        # the allocation of the forecast as it is: no per-link adaptation in between
+        self.link_predictor = LinkPredictor(self.forecaster, mode, adaptation=None)  # type: ignore[arg-type]
         self.ts = 0.0
 
     def allocation(self, bandwidth: float, confidence: float, rtt: float = NAN, loss: float = NAN,
