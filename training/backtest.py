@@ -4,7 +4,8 @@ Each trace is one link. Each round appends the next sample of up to 256 traces a
 predicts all of them in one batch (as the service batches across links); the prediction
 made after sample i is scored against sample i+1. Output, one row per sample from the
 second on: trace, t_s (of sample i+1), actual_mbps, predicted_mbps, confidence, mode
-(datacenter / internet / hybrid when a model served it, `fallback` when the heuristic did).
+(datacenter / internet / hybrid when a model served it, `fallback` when the heuristic did),
+reserve_mbps (the published lower bound, as the service publishes it).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from predictor.link_predictor import LinkPredictor
 from predictor.modes import MODE_NAMES
 from training.traces import Trace, read_trace
 
-OUTPUT_COLUMNS = ("trace", "t_s", "actual_mbps", "predicted_mbps", "confidence", "mode")
+#: design.md's columns, in its order; reserve_mbps is the published lower bound
+OUTPUT_COLUMNS = ("trace", "t_s", "actual_mbps", "predicted_mbps", "confidence", "mode", "reserve_mbps")
 _FALLBACK_LABEL = len(MODE_NAMES)
 _LABELS = (*MODE_NAMES, "fallback")
 
@@ -37,7 +39,10 @@ class Replay:
 
     traces: list[Trace]
     offsets: np.ndarray  # start of each trace in the concatenation
-    predicted: np.ndarray
+    predicted: np.ndarray  # as published
+    forecaster: np.ndarray  # the forecaster's own prediction, before the per-link adaptation
+    reserve: np.ndarray
+    forecaster_reserve: np.ndarray  # the forecaster's own lower bound (its q10)
     confidence: np.ndarray
     score: np.ndarray  # what the confidence was calibrated from (BatchResult.score)
     label: np.ndarray  # index into _LABELS
@@ -72,6 +77,9 @@ def replay_traces(
     all_v = np.concatenate([t.values for t in traces]) if traces else np.empty((0, 5))
     total = int(lengths.sum())
     predicted = np.full(total, np.nan)
+    forecaster = np.full(total, np.nan)
+    forecaster_reserve = np.full(total, np.nan)
+    reserve = np.full(total, np.nan)
     confidence = np.full(total, np.nan)
     score = np.full(total, np.nan)
     label = np.full(total, -1, dtype=np.int8)
@@ -99,8 +107,13 @@ def replay_traces(
         accepted = link_predictor.observe_slots(slots, all_t[rows], all_v[rows])
         if not accepted.all():
             raise ValueError("trace times must increase strictly")
-        result = link_predictor.forecast(slots)
+        result, own, change = link_predictor.forecast(slots)
+        if change is not None:  # what the links learn, as if the predictions were published
+            link_predictor.store.apply(change)
+        forecaster[rows] = own.predicted_mbps
+        forecaster_reserve[rows] = own.reserve_mbps
         predicted[rows] = result.predicted_mbps
+        reserve[rows] = result.reserve_mbps
         confidence[rows] = result.confidence
         score[rows] = result.score
         label[rows] = np.where(result.source == FALLBACK, _FALLBACK_LABEL, result.mode)
@@ -114,7 +127,8 @@ def replay_traces(
         done += active.size
         if progress and (done // 50_000 != (done - active.size) // 50_000 or done == work):
             progress(done, work)
-    return Replay(list(traces), offsets, predicted, confidence, score, label,
+    return Replay(list(traces), offsets, predicted, forecaster, reserve, forecaster_reserve, confidence,
+                  score, label,
                   time.perf_counter() - started)
 
 
@@ -131,10 +145,11 @@ def write_csv(result: Replay, out: TextIO, names: Sequence[str]) -> int:
         t_next = trace.t_s[1:]
         actual = trace.values[1:, 0]
         labels = [_LABELS[j] for j in result.label[sl]]
+        reserve = np.minimum(result.reserve[sl], result.predicted[sl])  # as published
         writer.writerows(zip(
             [names[k]] * n,
             _fmt(t_next), _fmt(actual), _fmt(result.predicted[sl]), _fmt(result.confidence[sl]),
-            labels,
+            labels, _fmt(reserve),
             strict=True,
         ))
         rows += n
@@ -161,6 +176,9 @@ def summary(result: Replay) -> list[str]:
     for label, members in groups:
         lines.append(f"  {label:<12}{int(members.sum()):>10,}  " + "  ".join(
             f"{100 * float(h[members].mean()):>{width - 2}.1f} %" for h in hit.values()))
+    covered = float(np.mean(actual >= np.minimum(result.reserve[rows], result.predicted[rows])))
+    lines.append(f"backtest: the actual at or above reserve_mbps {100 * covered:.1f} % of the time "
+                 "(promised: 90 %)")
     return lines
 
 

@@ -93,10 +93,13 @@ def write_manifest(
     directory: Path,
     entries: dict[str, dict[str, Any]],
     fallback_calibration: Calibration | None = None,
+    adapted_calibration: Calibration | None = None,
 ) -> Path:
     manifest: dict[str, Any] = {"format": FORMAT, "models": entries}
     if fallback_calibration is not None:
         manifest["fallback_calibration"] = fallback_calibration.to_dict()
+    if adapted_calibration is not None:
+        manifest["adapted_calibration"] = adapted_calibration.to_dict()
     path = directory / MANIFEST_NAME
     path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return path

@@ -26,12 +26,8 @@ from torch import nn
 from predictor.baselines import last_value
 from predictor.confidence import Calibration, coefficient_of_variation, fit_calibration, hits
 from predictor.features import build_features, from_log_ratio, to_log_ratio
-from predictor.forecaster import Forecaster
-from predictor.link_predictor import LinkPredictor
 from predictor.manifest import INT8, ModelSpec, load_manifest
-from predictor.modes import mode_code
-from predictor.runtime import ModelSet, OnnxModel, SessionSettings
-from training.backtest import replay_traces
+from training.calibrate import calibrate, calibrate_adapted
 from training.dataset import sliding_windows
 from training.export import check_parity, export_onnx, manifest_entry, write_manifest
 from training.generators import realistic
@@ -47,8 +43,6 @@ SEED_OFFSETS = {"internet": 0, "datacenter": 1}
 
 HIT_SIGMA = 0.1
 
-#: score bins of the confidence calibration (hundreds of thousands of validation rows)
-CALIBRATION_BINS = 40
 
 
 @dataclass
@@ -204,24 +198,6 @@ def _progress(iterable: Any, desc: str, enabled: bool) -> Any:
     return tqdm(iterable, desc=f"train {desc}", unit="epoch")
 
 
-def calibrate(spec: ModelSpec, traces: list[Trace]) -> tuple[Calibration, dict[str, float]]:
-    """Fit interval width -> hit probability on every row this model serves when it
-    replays the validation traces through the service's link_predictor, walk-forward.
-
-    Every row counts, so each source weighs what its traffic weighs. Fitted on the
-    training windows' sample instead (capped per source), the confidence came out up to
-    8 points too high on the real mix, where the hard sources have most of the rows.
-    """
-    forecaster = Forecaster(ModelSet({spec.mode: OnnxModel(spec, SessionSettings())}, manifest=None))
-    result = replay_traces(traces, LinkPredictor(forecaster, mode=spec.mode))
-    rows, actual = result.scored()
-    served = result.label[rows] == mode_code(spec.mode)
-    rows, actual = rows[served], actual[served]
-    hit = hits(result.predicted[rows], actual)
-    calibration = fit_calibration(result.score[rows], hit, "log_interval_width", CALIBRATION_BINS)
-    return calibration, {"validation_hit_rate": float(hit.mean()), "calibration_rows": float(rows.size)}
-
-
 def calibrate_fallback(valid: Dataset) -> Calibration:
     """The fallback (last value) scored by the recent coefficient of variation."""
     actual = from_log_ratio(valid.y, valid.scale)
@@ -299,13 +275,13 @@ def run(settings: TrainSettings) -> Path:
         if fallback_cal is None:
             fallback_cal = calibrate_fallback(valid.real_only())
         # written after each mode, so a long run that is stopped keeps what it finished
-        manifest = write_manifest(settings.out, entries, fallback_cal)
+        write_manifest(settings.out, entries, fallback_cal)
         _save_histories(settings.out, histories)
         if settings.plot:
             from training.plots import plot_training
 
             plot_training(settings.out / "plots", mode, history, model, valid)
-    return manifest
+    return _with_adapted_calibration(settings.out, entries, fallback_cal, validation_traces)
 
 
 def recalibrate(settings: TrainSettings) -> Path:
@@ -332,7 +308,18 @@ def recalibrate(settings: TrainSettings) -> Path:
             valid = collect(validation_real, spec.window,
                             settings.validation_windows_per_source, rng)
             fallback_cal = calibrate_fallback(valid)
-    return write_manifest(settings.out, data["models"], fallback_cal)
+    write_manifest(settings.out, data["models"], fallback_cal)
+    return _with_adapted_calibration(settings.out, data["models"], fallback_cal, validation_traces)
+
+
+def _with_adapted_calibration(out: Path, entries: dict[str, dict[str, Any]], fallback: Calibration | None,
+                              validation: list[Trace]) -> Path:
+    """The manifest again, with the adaptation's calibration fitted on the models just
+    written (training/calibrate.py)."""
+    adapted, stats = calibrate_adapted(out, validation)
+    log.info("adapted output: calibrated on %d walk-forward validation rows (hit rate %.3f)",
+             stats["adapted_rows"], stats["adapted_validation_hit_rate"])
+    return write_manifest(out, entries, fallback, adapted)
 
 
 def _spec(mode: str, path: Path, window: int) -> ModelSpec:

@@ -11,7 +11,7 @@ import pytest
 
 from training.traces import read_trace
 
-COLUMNS = ["trace", "t_s", "actual_mbps", "predicted_mbps", "confidence", "mode"]
+COLUMNS = ["trace", "t_s", "actual_mbps", "predicted_mbps", "confidence", "mode", "reserve_mbps"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -40,8 +40,9 @@ def test_backtest_writes_every_row_in_every_mode(
     assert "fallback" in served  # warm-up
     assert served - {"fallback"} <= {"datacenter", "internet", "hybrid"}
     assert served - {"fallback"}, "no prediction came from a model"
-    for r in rows[:200]:
+    for r in rows:
         assert 0 <= float(r[4]) <= 1 and float(r[3]) >= 0
+        assert 0 <= float(r[6]) <= float(r[3])  # the reserve: a lower bound of the prediction
     first = read_trace(paths[0])
     assert float(rows[0][1]) == first.t_s[1]
     assert float(rows[0][2]) == pytest.approx(first.values[1, 0], rel=1e-5)
@@ -61,7 +62,7 @@ def assert_summary_agrees_with_the_rows(stdout: str, rows: list[list[str]], path
     assert lines[0] == ("backtest: predictions within +/-20 % of the actual next sample "
                         f"({len(rows):,} scored)")
     assert lines[1].split() == ["served", "by", "rows", "model", "last_value", "ewma", "harmonic_mean_5"]
-    table = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    table = {line.split()[0]: line.split()[1:] for line in lines[2:-1]}
     actual = [float(r[2]) for r in rows]
     previous = [float(v) for p in paths for v in read_trace(p).values[:-1, 0]]
     assert table["all"][0] == f"{len(rows):,}"
@@ -71,6 +72,10 @@ def assert_summary_agrees_with_the_rows(stdout: str, rows: list[list[str]], path
         mine = [r for r in rows if r[5] == label]
         assert table[label][:2] == [f"{len(mine):,}", hit_percent([float(r[3]) for r in mine],
                                                                   [float(r[2]) for r in mine])]
+    covered = 100 * sum(float(r[2]) >= float(r[6]) for r in rows) / len(rows)  # 6 digits in the CSV
+    printed = lines[-1].removeprefix("backtest: the actual at or above reserve_mbps ")
+    assert printed.endswith(" % of the time (promised: 90 %)")
+    assert abs(float(printed.split()[0]) - covered) <= 0.1
 
 
 def test_backtest_without_models_says_what_is_wrong(tmp_path: Path, sample_traces: list[Path]) -> None:

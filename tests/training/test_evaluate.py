@@ -12,7 +12,8 @@ def evaluation(model_hits: np.ndarray, baseline_hits: np.ndarray) -> Evaluation:
     model = np.where(model_hits, 100.0, 200.0)
     baseline = np.where(baseline_hits, 100.0, 200.0)
     return Evaluation(Scores.of(model, actual), {"last_value": Scores.of(baseline, actual)},
-                      np.full(actual.size, 0.5), model, actual, {"last_value": baseline}, {}, 0.0)
+                      np.full(actual.size, 0.5), model, actual, {"last_value": baseline}, {}, 0.0,
+                      Scores.of(model, actual), 0.9, 0.9)
 
 
 def test_a_model_that_always_wins_has_an_interval_at_plus_one() -> None:

@@ -16,13 +16,14 @@ from predictor.forecaster import Forecaster
 from predictor.link_predictor import LinkPredictor
 from predictor.manifest import DEFAULT_MODELS_DIR, load_manifest
 from predictor.modes import mode_code
-from predictor.runtime import ModelSet, OnnxModel, SessionSettings
+from predictor.runtime import ModelSet, OnnxModel, SessionSettings, load_models
 from training.backtest import replay_traces
+from training.calibrate import calibrate, calibrate_adapted
 from training.export import check_parity, export_onnx
 from training.generators import synthetic_set
 from training.model import CONFIGS
 from training.traces import load_traces, pack_traces, read_index
-from training.train import TrainSettings, calibrate, collect, fit, run
+from training.train import TrainSettings, collect, fit, run
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def test_calibration_is_fitted_on_every_row_the_model_serves_on_the_given_traces
 
     calibrated = dataclasses.replace(shipped, calibration=calibration)
     forecaster = Forecaster(ModelSet({"datacenter": OnnxModel(calibrated, SessionSettings())}, manifest=None))
-    result = replay_traces(traces, LinkPredictor(forecaster, mode="datacenter"))
+    result = replay_traces(traces, LinkPredictor(forecaster, mode="datacenter", adaptation=None))
     rows, actual = result.scored()
     served = result.label[rows] == mode_code("datacenter")
     assert stats["calibration_rows"] == served.sum() > 5_000
@@ -109,6 +110,29 @@ def test_calibration_is_fitted_on_every_row_the_model_serves_on_the_given_traces
     for decile in reliability_table(result.confidence[rows[served]], hit):
         if decile["count"] >= 300:  # in-sample, every populated decile is close to its hit rate
             assert abs(decile["hit_rate"] - decile["mean_confidence"]) < 0.05, decile
+
+
+def test_the_adapted_output_is_calibrated_on_every_row_it_publishes(small_pack: Path) -> None:
+    """The confidence of what a link publishes after its adaptation: fitted on the
+    adaptation's blend over every row of the replay, in-sample within 5 points per
+    populated decile, where the blend alone is off by more."""
+    infos, read = load_traces(small_pack)
+    traces = [read(info) for info in infos]
+    calibration, stats = calibrate_adapted(DEFAULT_MODELS_DIR, traces)
+    models = load_models(None, ("datacenter", "internet"))
+    assert models.manifest is not None
+    uncalibrated = dataclasses.replace(models, manifest=dataclasses.replace(models.manifest,
+                                                                            adapted_calibration=None))
+    gaps = {}
+    for name, chosen in (("blend", uncalibrated), ("calibrated", dataclasses.replace(
+            models, manifest=dataclasses.replace(models.manifest, adapted_calibration=calibration)))):
+        result = replay_traces(traces, LinkPredictor(Forecaster(chosen), mode="auto"))
+        rows, actual = result.scored()
+        assert stats["adapted_rows"] == len(rows)
+        hit = hits(result.predicted[rows], actual)
+        gaps[name] = max(abs(d["hit_rate"] - d["mean_confidence"])
+                         for d in reliability_table(result.confidence[rows], hit) if d["count"] >= 300)
+    assert gaps["calibrated"] < 0.05 < gaps["blend"], gaps
 
 
 def test_a_mode_trained_alone_is_the_model_a_run_of_both_trains(small_pack: Path, tmp_path: Path) -> None:
