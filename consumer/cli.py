@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--memory-links", type=int, default=1_000_000, help="links for the memory figure")
     bench.add_argument("--parts", default=None, metavar="PART,...",
                        help="parts to run besides the ceiling, comma-separated, of naive, ingest, "
-                       "memory, end_to_end, latency (default: all; latency also runs end_to_end "
-                       "for its rate, and Kafka alone at that rate as its floor)")
+                       "adaptation, memory, end_to_end, latency (default: all; latency also runs "
+                       "end_to_end for its rate, and Kafka alone at that rate as its floor)")
     bench.add_argument("--latency-rate", type=_rates, default=(), metavar="EVENTS_PER_S[,...]",
                        help="measure latency (and Kafka alone) at this rate instead of half the "
                             "end-to-end rate, e.g. to compare settings at one load; several rates "

@@ -139,6 +139,10 @@ class Metrics:
         self.scored = Counter(
             "pba_accuracy_scored_total", "Predictions scored against the next sample",
             ["mode", "predictor"], registry=r)
+        self.last_value_hits = Counter(
+            "pba_accuracy_last_value_hits_total", "On the events the models' predictions were scored "
+            "on (predictor v3), how often the last value would have been within +/-20 %",
+            ["mode"], registry=r)
         self.abs_pct_error = ArrayHistogram(
             "pba_absolute_percentage_error_ratio", "|predicted - actual| / actual of scored predictions",
             ["mode", "predictor"], buckets=ERROR_BUCKETS, registry=r,

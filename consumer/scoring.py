@@ -1,6 +1,8 @@
 """Scoring what was published: each link's previous prediction against the sample that
 arrives next, per mode and predictor (hit rate within +/-20 %, absolute percentage
-error), and drift of the models' error (Page-Hinkley, per mode)."""
+error), the last value's hit rate on the same events as the models' (what a link would
+have got from the simplest predictor), and drift of the models' error (Page-Hinkley,
+per mode)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from consumer.drift import PageHinkley
 from consumer.metrics import Metrics
 from consumer.routing import Made
 from predictor.confidence import HIT_TOLERANCE
+from predictor.features import BANDWIDTH
 from predictor.link_predictor import WindowSnapshot
 from predictor.linkstate import LinkState
 from predictor.modes import MODE_NAMES
@@ -50,6 +53,9 @@ class Scoring:
             if not scored.any():
                 continue
             error = np.abs(before[scored] - actual[scored]) / actual[scored]
+            if predictor == MODELS:  # the sample before this one, as a prediction of it
+                last_value = batch.raw[scored, -2, BANDWIDTH]
+                last_hit = np.abs(last_value - actual[scored]) < HIT_TOLERANCE * actual[scored]
             for code in np.unique(modes[scored]).tolist():
                 mode = MODE_NAMES[code]
                 sel = modes[scored] == code
@@ -57,6 +63,7 @@ class Scoring:
                 self.metrics.hits.labels(mode, predictor).inc(int((error[sel] < HIT_TOLERANCE).sum()))
                 self.metrics.abs_pct_error.observe((mode, predictor), error[sel])
                 if predictor == MODELS:
+                    self.metrics.last_value_hits.labels(mode).inc(int(last_hit[sel].sum()))
                     self._update_drift(mode, error[sel])
         store.keep_pending_mode(batch.slots[last], mode_now[last])
 

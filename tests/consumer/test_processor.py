@@ -251,3 +251,20 @@ def test_each_models_time_is_recorded_once_per_batch_under_its_own_mode(tiny_mod
     assert counts == {"datacenter": 1.0, "internet": 1.0}
     spent = sum(observed(m, "sum") - before[m][1] for m in before)
     assert spent == pytest.approx(sources["dc"]["inference_ms"] / 1000.0)
+
+
+@pytest.mark.parametrize("pattern, last_value_hits", [("steady", True), ("alternating", False)])
+def test_the_last_values_hits_are_counted_on_the_events_the_models_are_scored_on(
+        processor: RecordProcessor, pattern: str, last_value_hits: bool) -> None:
+    """Beside the live hit rate, the last value's on the same events: every one on a
+    steady link, none on a link that doubles and halves each second."""
+    def bandwidth(i: int) -> float:
+        return 100.0 if pattern == "steady" or i % 2 else 200.0
+
+    for i in range(90):  # past the internet window: the models serve
+        processor.process([record(i, event("a", 1000 + i, bandwidth(i)), key=b"a")])
+    metrics = processor.metrics
+    scored = sample(metrics, "pba_accuracy_scored_total", mode="internet", predictor="v3")
+    hits = sample(metrics, "pba_accuracy_last_value_hits_total", mode="internet")
+    assert scored == 89  # every sample after the first scores the prediction before it
+    assert hits == (scored if last_value_hits else 0)

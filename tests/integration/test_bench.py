@@ -34,6 +34,8 @@ def test_bench_reports_every_part_with_ratios() -> None:
     assert floor["measured"] == floor["events"] > 0 and floor["rate"] == lat["rate"]
     assert 0 <= floor["p50_ms"] <= floor["p95_ms"] <= floor["p99_ms"]
     assert result["ingest_events_per_s"] > 0 and result["memory_bytes_per_link"] > 0
+    assert set(result["adaptation_us_per_event"]) == {"with", "without"}
+    assert all(us > 0 for us in result["adaptation_us_per_event"].values())
     assert result["ratios"]["end_to_end_over_ceiling"] > 0 and result["ratios"]["naive_over_ceiling"] > 0
 
 

@@ -5,6 +5,8 @@ All parts run in one process, one after another, on the same machine and threads
   ceiling     ONNX Runtime on the shipped model, across batch sizes (median of repeats)
   naive       the full service path with one call per event (batch 1)
   ingest      decode + window update per event, no inference
+  adaptation  a forecast of 256 links' full windows with and without the per-link
+              adaptation (us per event, interleaved)
   memory      bytes per tracked link with many links
   end_to_end  events pre-loaded in the embedded broker, `pba run`'s Service consumes them;
               model-sourced predictions per second from the output records' timestamps
@@ -45,6 +47,7 @@ from predictor.link_predictor import LinkPredictor, models_for_mode
 from predictor.modes import BUDGET_S, WINDOW_STEPS, mode_code
 from predictor.runtime import SessionSettings, load_models
 from training.dataset import sliding_windows
+from training.evaluate import adaptation_cost
 from training.generators import realistic
 
 BATCHES = (1, 8, 32, 64, 128, 256, 512)
@@ -198,7 +201,7 @@ async def latency_floor(bootstrap: str, links: int, rate: float, seconds: float,
     return load.latencies(rate, sent, await load.collect(bootstrap, out, len(messages), 120))
 
 
-PARTS = ("naive", "ingest", "memory", "end_to_end", "latency")
+PARTS = ("naive", "ingest", "adaptation", "memory", "end_to_end", "latency")
 
 
 def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
@@ -223,6 +226,10 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
     if "ingest" in parts:
         log("ingest ...")
         result["ingest_events_per_s"] = ingest(mode, settings)
+    if "adaptation" in parts:
+        log("adaptation ...")
+        with_it, without = adaptation_cost(None, mode, settings=settings)
+        result["adaptation_us_per_event"] = {"with": with_it, "without": without}
     if "memory" in parts:
         log("memory ...")
         # in a fresh process: memory the other parts freed would otherwise be reused and

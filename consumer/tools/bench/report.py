@@ -37,6 +37,10 @@ def render(result: dict[str, Any]) -> str:
                      f"{lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms | |")
     if "ingest_events_per_s" in result:
         lines.append(f"| ingest only (decode + window) | {result['ingest_events_per_s']:,.0f} events/s | |")
+    if "adaptation_us_per_event" in result:
+        cost = result["adaptation_us_per_event"]
+        lines.append(f"| per-link adaptation: forecast of 256 links, with / without | {cost['with']:.1f} / "
+                     f"{cost['without']:.1f} us per event (+{cost['with'] - cost['without']:.1f}) | |")
     if "memory_bytes_per_link" in result:
         lines.append(f"| memory per tracked link | {result['memory_bytes_per_link']:,.0f} bytes | |")
     if "latency_sweep" in result:
