@@ -196,10 +196,10 @@ class LinkPredictor:
         rtt = np.where(np.isnan(rtt), DEFAULT_RTT_MS[captured.modes], rtt)
         loss, jitter = last_present(raw[:, :, LOSS]), last_present(raw[:, :, JITTER])
         wanted = stream_count(result.predicted_mbps, rtt, loss)
-        change = None
+        change: StateChange | None
         if prior_streams is None:
-            prior_streams, streams, change = self._streams_by_round(captured, wanted, result.confidence)
-            change = StateChange(change.slots, change.streams, learnt.adaptation if learnt else None)
+            prior_streams, streams, kept = self._streams_by_round(captured, wanted, result.confidence)
+            change = StateChange(kept.slots, kept.streams, learnt.adaptation if learnt else None)
         else:
             streams = kept_streams(wanted, result.confidence, prior_streams)
             change = StateChange(learnt.slots, None, learnt.adaptation) if learnt else None
@@ -243,7 +243,7 @@ class LinkPredictor:
         confidence = np.asarray(calibration(score), dtype=np.float64) if calibration is not None else blend
         result = replace(forecast, predicted_mbps=predicted, reserve_mbps=reserve, score=score,
                          confidence=confidence)
-        return result, rows_after, StateChange(links, self.store.column("streams")[links], state)
+        return result, rows_after, StateChange(links, None, state)
 
     def _streams_by_round(
         self, captured: WindowSnapshot, wanted: npt.NDArray[np.int64], confidence: npt.NDArray[np.float64],
@@ -274,8 +274,9 @@ class LinkPredictor:
                        shadow: bool = False) -> list[str]:
         """Ids that identify content: a hash of everything a prediction's payload is made
         from (link, window values and newest ts, served mode, the published model version,
-        whether it is a shadow prediction) and of the one part that also depends on the
-        link's past, its stream count. The same id then always means the same payload,
+        whether it is a shadow prediction) and of the parts that also depend on the
+        link's past: its stream count, and the prediction, reserve and confidence its
+        adaptation published. The same id then always means the same payload,
         and a re-sent prediction repeats its id exactly when it repeats its payload.
         versions: as published (default: the forecaster's). XXH3-128: a 128-bit fingerprint
         for de-duplication, not a secret, at a tenth of BLAKE2b's cost on a window (~0.2

@@ -80,7 +80,8 @@ class StateChange:
     adaptation learnt."""
 
     slots: npt.NDArray[np.intp]
-    streams: npt.NDArray[np.int64] | None  # None: predicted beside the live predictor (shadow)
+    #: None: unchanged (predicted beside the live predictor, or without allocations)
+    streams: npt.NDArray[np.int64] | None
     adaptation: AdaptationState | None = None  # None: the baseline served, nothing learnt
 
 
