@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="benchmark against the embedded broker (ceiling, naive, end to end, latency, ingest, memory)",
         description="Measure, in one run on this machine: ONNX Runtime alone on the shipped model "
-        "across batch sizes (the ceiling), one call per event (naive), end to end through the "
+        "across batch sizes, in each (sessions x threads) configuration that uses every core, the "
+        "best of them being the ceiling; one call per event (naive), end to end through the "
         "embedded broker and the service, latency at half that rate, ingest without inference, "
         "and memory per tracked link; print the ratios.",
     )

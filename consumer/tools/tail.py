@@ -55,10 +55,13 @@ def format_event(e: dict[str, Any], now: float) -> str:
 
 
 def dead_letter_headers(record: ConsumerRecord) -> dict[str, str] | None:
-    """The pba.* headers of a dead letter, without the prefix; None for any other record."""
-    found = {name[len(DEAD_LETTER_PREFIX):]: value.decode(errors="replace")
-             for name, value in (record.headers or ()) if name.startswith(DEAD_LETTER_PREFIX)}
-    return found or None
+    """The pba.* headers of a dead letter, without the prefix; None for any other record
+    (a prediction carries a pba.* header too: its link's adaptation state, binary)."""
+    headers = dict(record.headers or ())
+    if f"{DEAD_LETTER_PREFIX}error.reason" not in headers:
+        return None
+    return {name[len(DEAD_LETTER_PREFIX):]: value.decode(errors="replace")
+            for name, value in headers.items() if name.startswith(DEAD_LETTER_PREFIX)}
 
 
 def format_dead_letter(record: ConsumerRecord, headers: dict[str, str]) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -25,6 +26,11 @@ def test_bench_reports_every_part_with_ratios() -> None:
     result = json.loads(done.stdout)
     assert set(result["ceiling"]) == {"1", "8", "32", "64", "128", "256", "512"}
     assert all(rate > 0 for rate in result["ceiling"].values())
+    cores = os.cpu_count() or 1
+    configured = result["ceiling_configurations"]
+    assert {f"1x{cores}", f"{cores}x1"} <= set(configured)  # one session, and one per core
+    assert result["ceiling"] == configured[result["ceiling_from"]]
+    assert max(result["ceiling"].values()) == max(max(r.values()) for r in configured.values())
     e2e = result["end_to_end"]
     assert e2e["predictions"] == e2e["events"] and e2e["model_predictions"] > 0
     lat = result["latency"]

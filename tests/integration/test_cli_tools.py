@@ -18,8 +18,10 @@ from pathlib import Path
 import jsonschema
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from kafka_support import Topics, produce, read, service_process
 
+from predictor.linkstate import ADAPTATION_HEADER
 from schemas import EVENT_SCHEMA_PATH
 from training.traces import read_trace
 
@@ -145,14 +147,28 @@ def fake_prediction(i: int, link: str) -> bytes:
     })
 
 
+async def produce_with_adaptation_headers(bootstrap: str, topic: str,
+                                          messages: list[tuple[bytes, bytes]]) -> None:
+    """As the service publishes the models' predictions: each with its link's adaptation
+    state in a pba.* header (which once made the tail take them for dead letters)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait(topic, value, key=key, headers=[(ADAPTATION_HEADER, bytes(45))])
+    finally:
+        await producer.stop()
+
+
 def test_tail_prints_json_lines_a_table_and_filters_by_link(kafka_bootstrap: str, topic: str) -> None:
     messages = [(f"l{i % 3}".encode(), fake_prediction(i, f"l{i % 3}")) for i in range(60)]
-    asyncio.run(produce(kafka_bootstrap, topic, messages))
+    asyncio.run(produce_with_adaptation_headers(kafka_bootstrap, topic, messages))
     done = pba("tail", "--bootstrap", kafka_bootstrap, "--topic", topic, "--json", "--from-beginning",
                "--max-messages", "50")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 50 and all(orjson.loads(line)["prediction_id"] for line in lines)
+    assert not any("dead_letter" in orjson.loads(line) for line in lines)
 
     table = pba("tail", "--bootstrap", kafka_bootstrap, "--topic", topic, "--from-beginning",
                 "--max-messages", "5", "--link", "l1")

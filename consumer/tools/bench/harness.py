@@ -1,8 +1,11 @@
 """`pba bench`'s parts: the service's speed against the only honest yardstick, ONNX
 Runtime alone.
 
-All parts run in one process, one after another, on the same machine and threads:
-  ceiling     ONNX Runtime on the shipped model, across batch sizes (median of repeats)
+The parts run one after another, on the same machine:
+  ceiling     ONNX Runtime alone on the shipped model, across batch sizes (median of
+              repeats), in each (sessions x threads) configuration that uses every core
+              (sessions in processes of their own, side by side); the best is the
+              ceiling every ratio is taken against (ceiling.py)
   naive       the full service path with one call per event (batch 1)
   ingest      decode + window update per event, no inference
   adaptation  a forecast of 256 links' full windows with and without the per-link
@@ -40,39 +43,14 @@ from consumer.processor import RecordProcessor
 from consumer.run import tune_garbage_collection
 from consumer.service import POLL_TIMEOUT_MS
 from consumer.tools.bench import load
+from consumer.tools.bench.ceiling import best as best_of
+from consumer.tools.bench.ceiling import ceilings, rate
 from consumer.tools.broker import EmbeddedBroker
-from predictor.features import build_features
 from predictor.forecaster import Forecaster
 from predictor.link_predictor import LinkPredictor, models_for_mode
 from predictor.modes import BUDGET_S, WINDOW_STEPS, mode_code
 from predictor.runtime import SessionSettings, load_models
-from training.dataset import sliding_windows
 from training.evaluate import adaptation_cost
-from training.generators import realistic
-
-BATCHES = (1, 8, 32, 64, 128, 256, 512)
-
-
-def _rate(fn: Any, items: int, seconds: float, repeats: int) -> float:
-    """Median items/s of `fn()` over `repeats` timed runs of about `seconds` each."""
-    fn()
-    rates = []
-    for _ in range(repeats):
-        started, calls = time.perf_counter(), 0
-        while time.perf_counter() - started < seconds:
-            fn()
-            calls += 1
-        rates.append(calls * items / (time.perf_counter() - started))
-    return statistics.median(rates)
-
-
-def ceiling(mode: str, settings: SessionSettings, seconds: float = 1.0, repeats: int = 3) -> dict[int, float]:
-    model = load_models(None, (mode,), settings).models[mode]
-    steps = WINDOW_STEPS[mode_code(mode)]
-    trace = realistic(mode, 2000, np.random.default_rng(0))
-    windows, _ = sliding_windows(trace, steps)
-    features, _ = build_features(windows[: max(BATCHES)], steps)
-    return {b: _rate(lambda b=b: model.run_call(features[:b]), b, seconds, repeats) for b in BATCHES}
 
 
 def _processor(mode: str, settings: SessionSettings, max_links: int = 1_000_000) -> RecordProcessor:
@@ -88,7 +66,7 @@ def naive(mode: str, settings: SessionSettings, links: int = 50, seconds: float 
     records = load.records(load.events(links, steps + 400, mode))
     processor.observe_history(records[: links * steps])  # windows full: every call runs the model
     rest = iter(records[links * steps:])
-    return _rate(lambda: processor.process([next(rest)]), 1, seconds, 1)
+    return rate(lambda: processor.process([next(rest)]), 1, seconds, 1)
 
 
 def ingest(mode: str, settings: SessionSettings, links: int = 10_000, per_link: int = 20,
@@ -215,8 +193,10 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
     tune_garbage_collection()  # the parts that run in this process do so as `pba run` would
     result: dict[str, Any] = {"mode": mode, "precision": precision, "threads": threads,
                               "machine": _machine()}
-    log("ceiling ...")
-    result["ceiling"] = ceiling(mode, settings)
+    log("ceiling: ONNX Runtime alone, each (sessions x threads) that uses every core ...")
+    configured = result["ceiling_configurations"] = ceilings(mode, settings)
+    result["ceiling_from"] = best_of(configured)
+    result["ceiling"] = configured[result["ceiling_from"]]
     best = max(result["ceiling"].values())
     ratios = result["ratios"] = {}
     if "naive" in parts:

@@ -16,8 +16,13 @@ def render(result: dict[str, Any]) -> str:
         "| part | figure | ratio to ceiling |",
         "|---|---|---|",
     ]
+    for name, rates in result.get("ceiling_configurations", {}).items():
+        top = max(rates, key=lambda b: rates[b])
+        lines.append(f"| ONNX Runtime alone, {name} (sessions x threads), best batch {top} | "
+                     f"{rates[top]:,.0f} predictions/s | {rates[top] / best:.2f} |")
+    source = result.get("ceiling_from", "one session")
     for batch, rate in result["ceiling"].items():
-        lines.append(f"| ceiling, ONNX Runtime alone, batch {batch} | {rate:,.0f} predictions/s | "
+        lines.append(f"| ceiling ({source}), batch {batch} | {rate:,.0f} predictions/s | "
                      f"{rate / best:.2f} |")
     if "naive_per_s" in result:
         lines.append(f"| naive, one call per event | {result['naive_per_s']:,.0f} predictions/s | "
