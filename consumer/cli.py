@@ -150,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--links", type=int, default=500, help="links in the end-to-end run")
     bench.add_argument("--events", type=int, default=40_000, help="events pre-loaded for end to end")
     bench.add_argument("--precision", choices=PRECISIONS, default=FLOAT)
-    bench.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
+    bench.add_argument("--threads", type=int, default=0,
+                       help="ONNX Runtime threads of one `pba run` end to end (default 0: every "
+                            "members x threads shape that uses the cores, the best reported)")
     bench.add_argument("--memory-links", type=int, default=1_000_000, help="links for the memory figure")
     bench.add_argument("--parts", default=None, metavar="PART,...",
                        help="parts to run besides the ceiling, comma-separated, of naive, ingest, "

@@ -11,7 +11,8 @@ The parts run one after another, on the same machine:
   adaptation  a forecast of 256 links' full windows with and without the per-link
               adaptation (us per event, interleaved)
   memory      bytes per tracked link with many links
-  end_to_end  events pre-loaded in the embedded broker, `pba run`'s Service consumes them;
+  end_to_end  events pre-loaded in the embedded broker, consumed by `pba run` as M members x
+              T threads (every shape that uses the cores; --threads fixes one member);
               model-sourced predictions per second from the output records' timestamps
   latency     events produced live at half the end-to-end rate (or at given rates: a
               sweep finds the highest one whose p99 stays inside the mode's budget); time
@@ -31,6 +32,7 @@ import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -44,7 +46,7 @@ from consumer.run import tune_garbage_collection
 from consumer.service import POLL_TIMEOUT_MS
 from consumer.tools.bench import load
 from consumer.tools.bench.ceiling import best as best_of
-from consumer.tools.bench.ceiling import ceilings, rate
+from consumer.tools.bench.ceiling import ceilings, configurations, rate
 from consumer.tools.broker import EmbeddedBroker
 from predictor.forecaster import Forecaster
 from predictor.link_predictor import LinkPredictor, models_for_mode
@@ -107,14 +109,17 @@ def _rss() -> int:
 
 
 async def end_to_end(bootstrap: str, mode: str, settings: SessionSettings, links: int, events: int,
-                     run: str) -> dict[str, float]:
+                     run: str, members: int = 1) -> dict[str, float]:
+    """Events pre-loaded, then `members` `pba run` processes in one group consume them;
+    model-sourced predictions per second from the output records' own timestamps (the
+    members' group join counts in it)."""
     steps = WINDOW_STEPS[mode_code(mode)]
     per_link = max(steps + 20, events // links)
     messages = load.events(links, per_link, mode)
     inp, out = await load.topics(bootstrap, run)
     await load.produce(bootstrap, inp, messages)
-    with load.service(bootstrap, run, mode, settings) as service:
-        records = await load.collect(bootstrap, out, len(messages), 900, service)
+    with load.service(bootstrap, run, mode, settings, members) as group:
+        records = await load.collect(bootstrap, out, len(messages), 900, group)
     model_ts = sorted(r.timestamp for r in records if b'"source":"model"' in r.value)
     span = max((model_ts[-1] - model_ts[0]) / 1000.0, 1e-3) if len(model_ts) > 1 else float("nan")
     all_ts = sorted(r.timestamp for r in records)
@@ -137,10 +142,10 @@ async def latency(bootstrap: str, mode: str, settings: SessionSettings, links: i
     warm = links * steps
     inp, out = await load.topics(bootstrap, run)
     await load.produce(bootstrap, inp, messages[:warm])
-    with load.service(bootstrap, run, mode, settings) as service:
-        await load.collect(bootstrap, out, warm, 300, service)
+    with load.service(bootstrap, run, mode, settings) as group:
+        await load.collect(bootstrap, out, warm, 300, group)
         sent = await load.produce_at(bootstrap, inp, messages[warm:], rate)
-        records = await load.collect(bootstrap, out, len(messages), 120, service)
+        records = await load.collect(bootstrap, out, len(messages), 120, group)
     return load.latencies(rate, sent, records)
 
 
@@ -221,9 +226,18 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
         with EmbeddedBroker() as broker:
             rates = latency_rates
             if "end_to_end" in parts or not rates:
-                log("end to end ...")
-                result["end_to_end"] = asyncio.run(
-                    end_to_end(broker.bootstrap, mode, settings, links, events, run))
+                # M members x T threads that use the cores, unless --threads fixes one member's
+                shapes = [(1, threads)] if threads else configurations(os.cpu_count() or 1)
+                measured_e2e = {}
+                for members, each in shapes:
+                    log(f"end to end, {members} member(s) x {each} thread(s) ...")
+                    measured_e2e[f"{members}x{each}"] = asyncio.run(end_to_end(
+                        broker.bootstrap, mode, replace(settings, intra_op_threads=each), links, events,
+                        f"{run}-{members}x{each}", members))
+                result["end_to_end_configurations"] = measured_e2e
+                result["end_to_end_from"] = max(
+                    measured_e2e, key=lambda k: measured_e2e[k]["model_predictions_per_s"])
+                result["end_to_end"] = measured_e2e[result["end_to_end_from"]]
                 e2e = result["end_to_end"]["model_predictions_per_s"]
                 ratios["end_to_end_over_ceiling"] = e2e / best
                 rates = rates or (e2e / 2,)

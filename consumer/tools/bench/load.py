@@ -75,9 +75,10 @@ async def produce_at(bootstrap: str, topic: str, messages: list[tuple[bytes, byt
 
 
 async def collect(bootstrap: str, topic: str, count: int, timeout: float,
-                   service: subprocess.Popen[bytes] | None = None) -> list[ConsumerRecord]:
-    """Read `topic` from the start until it holds `count` records (failing if the service
-    exits first). Counting the records themselves: Tansu's end offsets are not counts."""
+                  members: list[subprocess.Popen[bytes]] | None = None) -> list[ConsumerRecord]:
+    """Read `topic` from the start until it holds `count` records (failing if a member of
+    the service exits first). Counting the records themselves: Tansu's end offsets are
+    not counts."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 fetch_max_wait_ms=200)
     await consumer.start()
@@ -85,8 +86,9 @@ async def collect(bootstrap: str, topic: str, count: int, timeout: float,
     deadline = time.monotonic() + timeout
     try:
         while len(out) < count:
-            if service is not None and service.poll() is not None:
-                raise RuntimeError(f"pba run exited with {service.returncode} during the bench")
+            for member in members or ():
+                if member.poll() is not None:
+                    raise RuntimeError(f"pba run exited with {member.returncode} during the bench")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic} holds {len(out)} of {count} records after {timeout:.0f} s")
             for recs in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
@@ -97,24 +99,27 @@ async def collect(bootstrap: str, topic: str, count: int, timeout: float,
 
 
 @contextlib.contextmanager
-def service(bootstrap: str, run: str, mode: str,
-             settings: SessionSettings) -> Iterator[subprocess.Popen[bytes]]:
-    """`pba run` in its own process, as in production; stopped with SIGTERM (clean shutdown)."""
+def service(bootstrap: str, run: str, mode: str, settings: SessionSettings,
+            members: int = 1) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`pba run` in its own process, as in production, `members` of them in one consumer
+    group (each with settings' inference threads); stopped with SIGTERM (clean shutdown)."""
     command = [sys.executable, "-m", "consumer.cli", "run", "--bootstrap", bootstrap,
                "--input-topic", f"in-{run}", "--output-topic", f"out-{run}", "--dlq-topic", f"dlq-{run}",
                "--group-id", f"g-{run}", "--mode", mode, "--metrics-port", "0",
                "--precision", settings.precision, "--inference-threads", str(settings.intra_op_threads),
                "--log-level", "WARNING"]
-    process = subprocess.Popen(command)
+    processes = [subprocess.Popen(command) for _ in range(members)]
     try:
-        yield process
+        yield processes
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 async def topics(bootstrap: str, run: str) -> tuple[str, str]:

@@ -27,10 +27,10 @@ def render(result: dict[str, Any]) -> str:
     if "naive_per_s" in result:
         lines.append(f"| naive, one call per event | {result['naive_per_s']:,.0f} predictions/s | "
                      f"{result['naive_per_s'] / best:.2f} |")
-    if "end_to_end" in result:
-        rate = result["end_to_end"]["model_predictions_per_s"]
-        lines.append(f"| end to end, model-sourced, published and committed | {rate:,.0f} predictions/s"
-                     f" | {rate / best:.2f} |")
+    for name, e2e in result.get("end_to_end_configurations", {}).items():
+        rate = e2e["model_predictions_per_s"]
+        lines.append(f"| end to end, {name} (members x inference threads), model-sourced, published and "
+                     f"committed | {rate:,.0f} predictions/s | {rate / best:.2f} |")
     if "latency" in result:
         lat = result["latency"]
         lines.append(f"| latency at {lat['rate']:,.0f} events/s ({lat['rate_from']}) | p50 "
