@@ -161,6 +161,20 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child before ex
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def stop_processes(processes: list[subprocess.Popen[bytes]], wait_s: float) -> None:
+    """SIGTERM every process still running (a clean shutdown), then wait for each, and
+    kill one that takes longer than wait_s."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class EmbeddedBroker:
     """A Tansu broker on loopback, started and stopped with this object.
 

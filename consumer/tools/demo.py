@@ -22,7 +22,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.tools.broker import EmbeddedBroker, die_with_parent, free_port
+from consumer.tools.broker import EmbeddedBroker, die_with_parent, free_port, stop_processes
 from consumer.tools.tail import tail
 from consumer.topics import ensure_topics
 from schemas import DEAD_LETTERS_TOPIC, METRICS_TOPIC, PREDICTIONS_TOPIC
@@ -42,18 +42,6 @@ def _spawn(*args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _stop(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            child.wait(15)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-
-
 def main() -> int:
     print("PBA stream demo: embedded broker, service, simulator, live predictions. "
           "Ctrl-C stops it all.\n", flush=True)
@@ -66,7 +54,7 @@ def main() -> int:
                 asyncio.run(_demo(broker.bootstrap, children))
             finally:
                 print("\nstopping ...", flush=True)
-                _stop(children)
+                stop_processes(children, 15)
     finally:
         signal.signal(signal.SIGINT, previous)
     print("demo stopped; nothing left running.", flush=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
+from consumer.tools.broker import stop_processes
 from consumer.topics import ensure_topics
 from predictor.runtime import SessionSettings
 from training.generators import realistic
@@ -112,14 +112,7 @@ def service(bootstrap: str, run: str, mode: str, settings: SessionSettings,
     try:
         yield processes
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(processes, 30)
 
 
 async def topics(bootstrap: str, run: str) -> tuple[str, str]:
