@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import numpy.typing as npt
 
+from predictor.baselines import last_present
 from predictor.confidence import hits
 
 #: the experts, in order of precedence on a tie; the models first
@@ -89,8 +90,6 @@ class Adapted:
 def simple_experts(bandwidth: np.ndarray) -> FloatArray:
     """(n, N_EXPERTS) from (n, T) windows, oldest first; the models' column NaN (the
     caller fills it where a model served)."""
-    from predictor.baselines import last_present
-
     out = np.full((bandwidth.shape[0], N_EXPERTS), np.nan, dtype=np.float32)
     out[:, 1] = last_present(bandwidth)
     out[:, 2] = _median_of_present(bandwidth[:, -MEDIAN_SAMPLES:])
@@ -139,7 +138,7 @@ def adapt(state: AdaptationState, experts: FloatArray, reserve_ratio: np.ndarray
     confidence: its calibrated confidence; ts: the newest sample's time."""
     usable = np.isfinite(experts)
     ranked = np.where(usable, state.scores, -np.inf)
-    ranked[:, MODELS] = np.where(usable[:, MODELS], ranked[:, MODELS] + rules.margin, -np.inf)
+    ranked[:, MODELS] += rules.margin  # -inf stays -inf where the models cannot serve
     choice = np.argmax(ranked, axis=1).astype(np.int8)
     rows = np.arange(len(choice))
     predicted = np.nan_to_num(experts[rows, choice].astype(np.float64), nan=0.0)

@@ -191,7 +191,7 @@ class LinkPredictor:
         sent before it, and applying its predictions changes only what its own
         adaptation learnt (the live baseline reads none of that)."""
         raw = captured.raw
-        result, adapted, learnt = self._forecast(captured, use_models)
+        _, result, adapted, learnt = self._forecast(captured, use_models)
         rtt = last_present(raw[:, :, LATENCY])
         rtt = np.where(np.isnan(rtt), DEFAULT_RTT_MS[captured.modes], rtt)
         loss, jitter = last_present(raw[:, :, LOSS]), last_present(raw[:, :, JITTER])
@@ -207,13 +207,14 @@ class LinkPredictor:
         return Round(captured.slots, captured.ts, result, allocations, raw, prior_streams, change, adapted)
 
     def _forecast(self, captured: WindowSnapshot, use_models: bool,
-                  ) -> tuple[BatchResult, AdaptationState | None, StateChange | None]:
-        """The forecaster's predictions, adapted per link where the models serve: the
-        result as published, each row's adaptation state after it, and the links'."""
+                  ) -> tuple[BatchResult, BatchResult, AdaptationState | None, StateChange | None]:
+        """The forecaster's predictions, and the same adapted per link where the models
+        serve: the result as published, each row's adaptation state after it, and the
+        links'."""
         forecast = self.forecaster.predict(captured.raw, captured.counts, captured.modes, use_models)
         if not use_models or self.adaptation is None:  # the baseline: as it is, nothing learnt
-            return forecast, None, None
-        return self._adapt_by_round(captured, forecast)
+            return forecast, forecast, None, None
+        return (forecast, *self._adapt_by_round(captured, forecast))
 
     def _adapt_by_round(self, captured: WindowSnapshot, forecast: BatchResult,
                         ) -> tuple[BatchResult, AdaptationState, StateChange]:
@@ -229,7 +230,7 @@ class LinkPredictor:
         links, at = np.unique(captured.slots, return_inverse=True)
         state = self.store.adaptation(links)
         n = len(captured)
-        rows_after = self.store.adaptation(np.zeros(n, dtype=np.intp))  # filled below
+        rows_after = state.take(at)  # each row's link before it, overwritten round by round
         predicted, reserve, blend = np.empty(n), np.empty(n), np.empty(n)
         for rows in _by_round(captured.rounds):
             ts = captured.ts[rows]
@@ -263,11 +264,7 @@ class LinkPredictor:
         """The predictions as published, without allocations, the forecaster's own
         beside them, and what publishing them teaches the links (for `store.apply`):
         what the backtest and the model card score."""
-        snapshot = self.capture(slots)
-        forecast = self.forecaster.predict(snapshot.raw, snapshot.counts, snapshot.modes)
-        if self.adaptation is None:
-            return Forecast(forecast, forecast, None)
-        result, _, change = self._adapt_by_round(snapshot, forecast)
+        forecast, result, _, change = self._forecast(self.capture(slots), use_models=True)
         return Forecast(result, forecast, change)
 
     def prediction_ids(self, batch: Round, versions: Sequence[str] | None = None,

@@ -153,8 +153,7 @@ class LinkState(WindowStore):
         if change.streams is not None:
             self._writable("streams")[change.slots] = change.streams
         if change.adaptation is not None:
-            for name, values in zip(ADAPTATION_COLUMNS, _fields(change.adaptation), strict=True):
-                self._writable(name)[change.slots] = values
+            self._write_adaptation(change.slots, change.adaptation)
 
     def adaptation(self, slots: npt.NDArray[np.intp]) -> AdaptationState:
         """The links' adaptation state (copies)."""
@@ -216,15 +215,19 @@ class LinkState(WindowStore):
                 restored.add(slot)
             state = decode_adaptation([s.adaptation]) if s.adaptation is not None else None
             if state is not None:  # the models' prediction, live or shadow
-                for name, values in zip(ADAPTATION_COLUMNS, _fields(state), strict=True):
-                    self._writable(name)[slot] = values[0]
+                self._write_adaptation(np.array([slot]), state)
         return len(restored)
 
+    def _write_adaptation(self, slots: npt.NDArray[np.intp], state: AdaptationState) -> None:
+        for name, values in zip(ADAPTATION_COLUMNS, _fields(state), strict=True):
+            self._writable(name)[slots] = values
 
-#: ADAPTATION_HEADER's layout: AdaptationState's fields for one link, little-endian
-_PACKED = np.dtype([("expert_scores", "<f4", N_EXPERTS), ("expert_pending", "<f4", N_EXPERTS),
-                    ("expert_choice", "i1"), ("reserve_offset", "<f4"), ("reserve_pending", "<f4"),
-                    ("hit_rate", "<f4"), ("pending_ts", "<f8")])
+
+#: ADAPTATION_HEADER's layout: the adaptation's columns for one link as stored,
+#: little-endian whatever the machine (45 bytes)
+_PACKED = np.dtype([(name, np.dtype(LINK_COLUMNS[name].dtype).newbyteorder("<"),
+                     (LINK_COLUMNS[name].width,) if LINK_COLUMNS[name].width else ())
+                    for name in ADAPTATION_COLUMNS])
 
 
 def encode_adaptation(state: AdaptationState) -> list[bytes]:

@@ -10,14 +10,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from consumer.config import ServiceConfig
-from consumer.metrics import Metrics
-from consumer.processor import RecordProcessor
 from consumer.tools.bench import load
-from predictor.forecaster import Forecaster
-from predictor.link_predictor import LinkPredictor, models_for_mode
+from consumer.tools.bench.harness import service_processor
 from predictor.modes import WINDOW_STEPS_BY_NAME
-from predictor.runtime import load_models
+from predictor.runtime import SessionSettings
 
 
 def main() -> None:
@@ -27,14 +23,9 @@ def main() -> None:
     parser.add_argument("--links", type=int, default=500)
     parser.add_argument("--batch", type=int, default=2048)
     args = parser.parse_args()
-    models = load_models(None, models_for_mode(args.mode))
-
-    def processor(adapted: bool) -> RecordProcessor:
-        link_predictor = LinkPredictor(Forecaster(models), args.mode, 1_000_000,
-                                       **({} if adapted else {"adaptation": None}))
-        return RecordProcessor(link_predictor, ServiceConfig(mode=args.mode), Metrics())
-
-    sides = {"with": processor(True), "without": processor(False)}
+    settings = SessionSettings()
+    sides = {"with": service_processor(args.mode, settings),
+             "without": service_processor(args.mode, settings, adaptation=None)}
     steps = WINDOW_STEPS_BY_NAME[args.mode]
     records = load.records(load.events(args.links, steps + 370, args.mode))
     for p in sides.values():

@@ -48,6 +48,7 @@ from consumer.tools.bench import load
 from consumer.tools.bench.ceiling import best as best_of
 from consumer.tools.bench.ceiling import ceilings, configurations, rate
 from consumer.tools.broker import EmbeddedBroker
+from predictor.adaptation import AdaptationRules
 from predictor.forecaster import Forecaster
 from predictor.link_predictor import LinkPredictor, models_for_mode
 from predictor.modes import BUDGET_S, WINDOW_STEPS, mode_code
@@ -55,16 +56,19 @@ from predictor.runtime import SessionSettings, load_models
 from training.evaluate import adaptation_cost
 
 
-def _processor(mode: str, settings: SessionSettings, max_links: int = 1_000_000) -> RecordProcessor:
+def service_processor(mode: str, settings: SessionSettings, max_links: int = 1_000_000,
+                      adaptation: AdaptationRules | None = AdaptationRules()) -> RecordProcessor:
+    """What `pba run` runs on a batch, with the shipped models (adaptation=None: without
+    the per-link adaptation, for scripts/adaptation-cost.py)."""
     models = load_models(None, models_for_mode(mode), settings)
-    link_predictor = LinkPredictor(Forecaster(models), mode, max_links)
+    link_predictor = LinkPredictor(Forecaster(models), mode, max_links, adaptation=adaptation)
     return RecordProcessor(link_predictor, ServiceConfig(mode=mode), Metrics())
 
 
 def naive(mode: str, settings: SessionSettings, links: int = 50, seconds: float = 3.0) -> float:
     """One event at a time through decode, window, one ONNX call, encode."""
     steps = WINDOW_STEPS[mode_code(mode)]
-    processor = _processor(mode, settings)
+    processor = service_processor(mode, settings)
     records = load.records(load.events(links, steps + 400, mode))
     processor.observe_history(records[: links * steps])  # windows full: every call runs the model
     rest = iter(records[links * steps:])
@@ -79,7 +83,7 @@ def ingest(mode: str, settings: SessionSettings, links: int = 10_000, per_link: 
     records = load.records(load.events(links, per_link, mode))
     rates = []
     for _ in range(repeats):
-        processor = _processor(mode, settings)
+        processor = service_processor(mode, settings)
         started = time.perf_counter()
         processor.observe_history(records)
         rates.append(len(records) / (time.perf_counter() - started))
