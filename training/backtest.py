@@ -41,7 +41,7 @@ class Replay:
     offsets: np.ndarray  # start of each trace in the concatenation
     predicted: np.ndarray  # as published
     forecaster: np.ndarray  # the forecaster's own prediction, before the per-link adaptation
-    reserve: np.ndarray
+    reserve: np.ndarray  # as published
     forecaster_reserve: np.ndarray  # the forecaster's own lower bound (its q10)
     confidence: np.ndarray
     score: np.ndarray  # what the confidence was calibrated from (BatchResult.score)
@@ -111,9 +111,10 @@ def replay_traces(
         if change is not None:  # what the links learn, as if the predictions were published
             link_predictor.store.apply(change)
         forecaster[rows] = own.predicted_mbps
-        forecaster_reserve[rows] = own.reserve_mbps
         predicted[rows] = result.predicted_mbps
-        reserve[rows] = result.reserve_mbps
+        # lower bounds as the service publishes them: never above the prediction
+        forecaster_reserve[rows] = np.minimum(own.reserve_mbps, own.predicted_mbps)
+        reserve[rows] = np.minimum(result.reserve_mbps, result.predicted_mbps)
         confidence[rows] = result.confidence
         score[rows] = result.score
         label[rows] = np.where(result.source == FALLBACK, _FALLBACK_LABEL, result.mode)
@@ -145,11 +146,10 @@ def write_csv(result: Replay, out: TextIO, names: Sequence[str]) -> int:
         t_next = trace.t_s[1:]
         actual = trace.values[1:, 0]
         labels = [_LABELS[j] for j in result.label[sl]]
-        reserve = np.minimum(result.reserve[sl], result.predicted[sl])  # as published
         writer.writerows(zip(
             [names[k]] * n,
             _fmt(t_next), _fmt(actual), _fmt(result.predicted[sl]), _fmt(result.confidence[sl]),
-            labels, _fmt(reserve),
+            labels, _fmt(result.reserve[sl]),
             strict=True,
         ))
         rows += n
@@ -176,7 +176,7 @@ def summary(result: Replay) -> list[str]:
     for label, members in groups:
         lines.append(f"  {label:<12}{int(members.sum()):>10,}  " + "  ".join(
             f"{100 * float(h[members].mean()):>{width - 2}.1f} %" for h in hit.values()))
-    covered = float(np.mean(actual >= np.minimum(result.reserve[rows], result.predicted[rows])))
+    covered = float(np.mean(actual >= result.reserve[rows]))
     lines.append(f"backtest: the actual at or above reserve_mbps {100 * covered:.1f} % of the time "
                  "(promised: 90 %)")
     return lines

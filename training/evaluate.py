@@ -79,8 +79,8 @@ def evaluate(traces: Sequence[Trace], predictor: BandwidthPredictor) -> Evaluati
     baselines = {name: Scores.of(p, actual) for name, p in baseline_predicted.items()}
     served = {_LABELS[k]: float(np.mean(labels == k)) for k in np.unique(labels)}
     own = result.forecaster[keep]
-    coverage = float(np.mean(actual >= np.minimum(result.reserve[keep], predicted)))
-    own_coverage = float(np.mean(actual >= np.minimum(result.forecaster_reserve[keep], own)))
+    coverage = float(np.mean(actual >= result.reserve[keep]))
+    own_coverage = float(np.mean(actual >= result.forecaster_reserve[keep]))
     return Evaluation(Scores.of(predicted, actual), baselines, result.confidence[keep], predicted,
                       actual, baseline_predicted, served, result.seconds, Scores.of(own, actual),
                       coverage, own_coverage)
