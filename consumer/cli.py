@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure, in one run on this machine: ONNX Runtime alone on the shipped model "
         "across batch sizes, in each (sessions x threads) configuration that uses every core, the "
         "best of them being the ceiling; one call per event (naive), end to end through the "
-        "embedded broker and the service, latency at half that rate, ingest without inference, "
+        "embedded broker and the service as M members x T threads (`pba run --workers M "
+        "--inference-threads T`), the latency of each shape at half its rate, ingest without inference, "
         "and memory per tracked link; print the ratios.",
     )
     bench.add_argument("--mode", choices=("datacenter", "internet"), default="internet")

@@ -66,7 +66,12 @@ class ServiceConfig:
         "model variant (int8: faster, 0.0-1.1 points of hit rate below float; docs/MODEL_CARD.md)",
         choices=PRECISIONS))
     inference_threads: int = field(default=0, metadata=_help(
-        "ONNX Runtime intra-op threads (0: all cores)"))
+        "ONNX Runtime intra-op threads of each worker (0: the worker's share of the cores)"))
+    workers: int = field(default=1, metadata=_help(
+        "consumer-group members started together in processes of their own, each with its "
+        "share of the cores; on 2 cores, 2 workers with 1 inference thread each predicted "
+        "about a third more than 1 with 2 (docs/SCALING.md); SIGTERM drains them all; worker i "
+        "serves /metrics and the probes on metrics_port + i"))
     metrics_port: int = field(default=9308, metadata=_help(
         "port for /metrics, /healthz and /readyz (0: off)"))
     metrics_bind: str = field(default="0.0.0.0", metadata=_help(
@@ -233,7 +238,12 @@ def validate(config: ServiceConfig) -> list[str]:
     check(config.liveness_timeout_s >= 1, "liveness_timeout_s must be at least 1 second")
     check(config.max_future_s >= 0, "max_future_s must be >= 0 (0: no limit)")
     check(1 <= config.session_timeout_s <= 3600, "session_timeout_s must be 1..3600 seconds")
-    check(config.inference_threads >= 0, "inference_threads must be >= 0 (0: all cores)")
+    check(config.inference_threads >= 0,
+          "inference_threads must be >= 0 (0: the worker's share of the cores)")
+    check(config.workers >= 1, f"workers must be at least 1, got {config.workers}")
+    check(config.metrics_port == 0 or config.metrics_port + config.workers - 1 <= 65535,
+          f"metrics_port {config.metrics_port} + {config.workers} workers runs past port 65535 "
+          "(worker i listens on metrics_port + i)")
     check(config.create_topic_partitions >= 0, "create_topic_partitions must be >= 0 (0: create none)")
     if config.models is not None:
         check(Path(config.models).is_dir(), f"models directory {config.models} does not exist")

@@ -53,9 +53,25 @@ class TextFormatter(logging.Formatter):
         return " ".join([super().formatMessage(record), *pairs])
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+class _Tagged(logging.Filter):
+    """Adds the same fields to every line: which worker of `pba run --workers` wrote it."""
+
+    def __init__(self, tags: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._tags = dict(tags)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in self._tags.items():
+            setattr(record, name, value)
+        return True
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text", tags: Mapping[str, Any] | None = None) -> None:
+    """Lines to stderr at `level`, each carrying `tags` as fields (e.g. worker=1)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if tags:
+        handler.addFilter(_Tagged(tags))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -10,6 +10,7 @@ import gc
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from consumer.config import ConfigError, ServiceConfig
 from consumer.config_load import load_config
@@ -18,6 +19,9 @@ from consumer.logs import configure_logging
 from consumer.service import Service
 from predictor.manifest import ManifestError
 from predictor.runtime import ModelError
+
+if TYPE_CHECKING:
+    from consumer.tools.broker import EmbeddedBroker
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +61,8 @@ async def serve(config: ServiceConfig) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     if config.embedded_broker:
-        from consumer.tools.broker import EmbeddedBroker
-
-        broker = EmbeddedBroker().start()
+        broker = start_embedded_broker()
         service.bootstrap = broker.bootstrap
-        print(f"--embedded-broker: started an in-memory broker at {broker.bootstrap}", flush=True)
     try:
         await service.run(stop)
     finally:
@@ -69,6 +70,15 @@ async def serve(config: ServiceConfig) -> int:
             broker.stop()
     log.info("stopped")
     return 0
+
+
+def start_embedded_broker() -> EmbeddedBroker:
+    """The in-memory broker of --embedded-broker, announced on stdout with its address."""
+    from consumer.tools.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker().start()
+    print(f"--embedded-broker: started an in-memory broker at {broker.bootstrap}", flush=True)
+    return broker
 
 
 def main(args: argparse.Namespace) -> int:
@@ -79,8 +89,19 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"pba run: {exc}", file=sys.stderr)
         return 2
-    configure_logging(_lowered(config.log_level, args.verbose), config.log_format)
+    level = _lowered(config.log_level, args.verbose)
+    configure_logging(level, config.log_format)
     logging.getLogger("consumer").info("starting", extra={"config": config.redacted()})
+    if config.workers > 1:
+        from consumer.workers import supervise
+
+        return supervise(config, level)
+    return serve_until_stopped(config)
+
+
+def serve_until_stopped(config: ServiceConfig) -> int:
+    """One member, in this process: its exit status (2 with a message for models a person
+    can fix, or a metrics port in use)."""
     try:
         return asyncio.run(serve(config))
     except (ManifestError, ModelError) as exc:

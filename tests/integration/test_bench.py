@@ -37,12 +37,21 @@ def test_bench_reports_every_part_with_ratios() -> None:
     assert {f"1x{cores}", f"{cores}x1"} <= set(shapes) and e2e == shapes[result["end_to_end_from"]]
     for shape in shapes.values():  # two members rebalance as they join: re-sends, nothing lost
         assert shape["predictions"] >= shape["events"] == e2e["events"] and shape["model_predictions"] > 0
-    lat = result["latency"]
-    assert lat["measured"] == lat["events"] > 0
-    assert 0 <= lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"]
-    floor = result["latency_floor"]
-    assert floor["measured"] == floor["events"] > 0 and floor["rate"] == lat["rate"]
-    assert 0 <= floor["p50_ms"] <= floor["p95_ms"] <= floor["p99_ms"]
+    latency = result["latency_configurations"]  # each shape at half of its own end-to-end rate
+    assert set(latency) == set(shapes)
+    for name, sweep in latency.items():
+        (point,) = sweep["points"]
+        lat, floor = point["service"], point["kafka_alone"]
+        assert point["rate"] == lat["rate"] == floor["rate"] == shapes[name]["model_predictions_per_s"] / 2
+        assert lat["measured"] == lat["events"] > 0 and floor["measured"] == floor["events"] > 0
+        assert 0 <= lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"]
+        assert 0 <= floor["p50_ms"] <= floor["p95_ms"] <= floor["p99_ms"]
+        assert point["p99_within_budget"] == (lat["p99_ms"] <= 100)
+        assert sweep["rate_from"] == "half of its end to end"
+        if point["p99_within_budget"]:
+            assert sweep["held_over_end_to_end"] == 0.5
+        else:
+            assert sweep["max_rate_within_budget"] is None and "held_over_end_to_end" not in sweep
     assert result["ingest_events_per_s"] > 0 and result["memory_bytes_per_link"] > 0
     assert set(result["adaptation_us_per_event"]) == {"with", "without"}
     assert all(us > 0 for us in result["adaptation_us_per_event"].values())
@@ -50,12 +59,15 @@ def test_bench_reports_every_part_with_ratios() -> None:
 
 
 def test_latency_at_fixed_rates_runs_without_the_end_to_end_part_and_finds_the_capacity() -> None:
+    # --threads 1: one shape, one member with one thread (the run above covers every shape)
     done = bench("--mode", "datacenter", "--links", "20", "--parts", "latency", "--latency-rate", "300,150",
-                 "--json")
+                 "--threads", "1", "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    assert "end_to_end" not in result and "latency" not in result
-    sweep = result["latency_sweep"]
+    assert "end_to_end" not in result and set(result["latency_configurations"]) == {"1x1"}
+    result = result["latency_configurations"]["1x1"]
+    assert result["rate_from"] == "--latency-rate" and "held_over_end_to_end" not in result
+    sweep = result["points"]
     assert [point["rate"] for point in sweep] == [150, 300]
     for point in sweep:
         service, floor = point["service"], point["kafka_alone"]

@@ -14,11 +14,11 @@ The parts run one after another, on the same machine:
   end_to_end  events pre-loaded in the embedded broker, consumed by `pba run` as M members x
               T threads (every shape that uses the cores; --threads fixes one member);
               model-sourced predictions per second from the output records' timestamps
-  latency     one member, events produced live at half its end-to-end rate (or at given rates: a
-              sweep finds the highest one whose p99 stays inside the mode's budget); time
-              from each event's Kafka timestamp to its prediction's record timestamp
-              (p50/p95/p99); and its floor: the same stream echoed through the broker
-              without the service
+  latency     each M x T shape of end_to_end, events produced live at half of what it took
+              end to end (or at given rates: a sweep finds the highest one whose p99 stays
+              inside the mode's budget); time from each event's Kafka timestamp to its
+              prediction's record timestamp (p50/p95/p99); and its floor: the same stream
+              echoed through the broker without the service
 Ratios to the ceiling are what to compare between machines; absolute figures only with
 the machine named.
 """
@@ -122,8 +122,8 @@ async def end_to_end(bootstrap: str, mode: str, settings: SessionSettings, links
     messages = load.events(links, per_link, mode)
     inp, out = await load.topics(bootstrap, run)
     await load.produce(bootstrap, inp, messages)
-    with load.service(bootstrap, run, mode, settings, members) as group:
-        records = await load.collect(bootstrap, out, len(messages), 900, group)
+    with load.service(bootstrap, run, mode, settings, members) as service:
+        records = await load.collect(bootstrap, out, len(messages), 900, service)
     model_ts = sorted(r.timestamp for r in records if b'"source":"model"' in r.value)
     span = max((model_ts[-1] - model_ts[0]) / 1000.0, 1e-3) if len(model_ts) > 1 else float("nan")
     all_ts = sorted(r.timestamp for r in records)
@@ -137,19 +137,20 @@ async def end_to_end(bootstrap: str, mode: str, settings: SessionSettings, links
 
 
 async def latency(bootstrap: str, mode: str, settings: SessionSettings, links: int, rate: float,
-                  seconds: float, run: str) -> dict[str, float]:
-    """Events at `rate`/s into a running service with full windows; per event, the time
-    from its record's timestamp to its prediction's record timestamp."""
+                  seconds: float, run: str, members: int = 1) -> dict[str, float]:
+    """Events at `rate`/s into a running service (`members` x settings' threads) with full
+    windows; per event, the time from its record's timestamp to its prediction's record
+    timestamp."""
     steps = WINDOW_STEPS[mode_code(mode)]
     per_link = steps + int(rate * seconds / links) + 1
     messages = load.events(links, per_link, mode)
     warm = links * steps
     inp, out = await load.topics(bootstrap, run)
     await load.produce(bootstrap, inp, messages[:warm])
-    with load.service(bootstrap, run, mode, settings) as group:
-        await load.collect(bootstrap, out, warm, 300, group)
+    with load.service(bootstrap, run, mode, settings, members) as service:
+        await load.collect(bootstrap, out, warm, 300, service)
         sent = await load.produce_at(bootstrap, inp, messages[warm:], rate)
-        records = await load.collect(bootstrap, out, len(messages), 120, group)
+        records = await load.collect(bootstrap, out, len(messages), 120, service)
     return load.latencies(rate, sent, records)
 
 
@@ -195,9 +196,10 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
               precision: str = "float", threads: int = 0, memory_links: int = 1_000_000,
               parts: tuple[str, ...] = PARTS, log: Any = print,
               latency_rates: tuple[float, ...] = ()) -> dict[str, Any]:
-    """Run the chosen parts. Latency runs at half of end_to_end's rate, so it brings that
-    part along, unless latency_rates fixes the rate (to compare settings at one load) or
-    sweeps several (to find the load up to which p99 stays inside the mode's budget)."""
+    """Run the chosen parts. Latency runs each shape at half of its end_to_end rate, so it
+    brings that part along, unless latency_rates fixes the rate (to compare settings at one
+    load) or sweeps several (to find the load up to which p99 stays inside the mode's
+    budget)."""
     settings = SessionSettings(intra_op_threads=threads, precision=precision)
     tune_garbage_collection()  # the parts that run in this process do so as `pba run` would
     result: dict[str, Any] = {"mode": mode, "precision": precision, "threads": threads,
@@ -227,13 +229,11 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
             result["memory_bytes_per_link"] = child.submit(memory_per_link, mode, memory_links).result()
     if "end_to_end" in parts or "latency" in parts:
         run = f"bench-{int(time.time())}"
+        # M members x T threads that use the cores, unless --threads fixes one member's
+        shapes = [(1, threads)] if threads else configurations(os.cpu_count() or 1)
         with EmbeddedBroker() as broker:
-            rates = latency_rates
-            if "end_to_end" in parts or not rates:
-                # M members x T threads that use the cores, unless --threads fixes one member's
-                cores = os.cpu_count() or 1
-                shapes = [(1, threads)] if threads else configurations(cores)
-                measured_e2e = {}
+            measured_e2e = {}
+            if "end_to_end" in parts or not latency_rates:
                 for members, each in shapes:
                     log(f"end to end, {members} member(s) x {each} thread(s) ...")
                     measured_e2e[f"{members}x{each}"] = asyncio.run(end_to_end(
@@ -244,42 +244,55 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
                     {name: e2e["model_predictions_per_s"] for name, e2e in measured_e2e.items()})
                 result["end_to_end"] = measured_e2e[result["end_to_end_from"]]
                 ratios["end_to_end_over_ceiling"] = result["end_to_end"]["model_predictions_per_s"] / best
-                # the latency part runs one member: half of what one member took end to end
-                single = measured_e2e[f"1x{threads or cores}"]["model_predictions_per_s"]
-                rates = rates or (single / 2,)
             if "latency" in parts:
-                measured = [_latency_and_floor(broker.bootstrap, mode, settings, min(links, 200), rate,
-                                               f"{run}-{n}", log) for n, rate in enumerate(rates)]
-                if len(measured) == 1:
-                    result["latency"], result["latency_floor"] = measured[0]
-                    origin = "--latency-rate" if latency_rates else "half of end to end"
-                    result["latency"]["rate_from"] = origin
-                else:
-                    result.update(latency_sweep(mode, measured))
+                result["latency_configurations"] = latency_by_configuration(
+                    broker.bootstrap, mode, settings, min(links, 200), shapes, latency_rates, measured_e2e,
+                    run, log)
     return result
 
 
-def _latency_and_floor(bootstrap: str, mode: str, settings: SessionSettings, links: int, rate: float,
-                       run: str, log: Any) -> tuple[dict[str, float], dict[str, float]]:
-    log(f"latency at {rate:,.0f} events/s ...")
-    service = asyncio.run(latency(bootstrap, mode, settings, links, rate, 10.0, run + "-lat"))
-    log("Kafka alone at the same rate ...")
-    return service, asyncio.run(latency_floor(bootstrap, links, rate, 10.0, run + "-floor"))
+def latency_by_configuration(bootstrap: str, mode: str, settings: SessionSettings, links: int,
+                             shapes: list[tuple[int, int]], rates: tuple[float, ...],
+                             measured_e2e: dict[str, dict[str, float]], run: str,
+                             log: Any) -> dict[str, dict[str, Any]]:
+    """Each M x T shape's latency at `rates`, or else at half of what it took end to end,
+    beside Kafka alone at each rate (measured once per rate: it has no shape)."""
+    floors: dict[float, dict[str, float]] = {}
+    out = {}
+    for members, each in shapes:
+        name = f"{members}x{each}"
+        own = rates or (measured_e2e[name]["model_predictions_per_s"] / 2,)
+        measured = []
+        for n, per_s in enumerate(own):
+            log(f"latency, {name} (members x threads), at {per_s:,.0f} events/s ...")
+            measured.append(asyncio.run(latency(bootstrap, mode, replace(settings, intra_op_threads=each),
+                                                links, per_s, 10.0, f"{run}-{name}-{n}-lat", members)))
+            if per_s not in floors:  # topics of its own each time: a group that read one has committed
+                log(f"Kafka alone at {per_s:,.0f} events/s ...")
+                floors[per_s] = asyncio.run(latency_floor(bootstrap, links, per_s, 10.0,
+                                                          f"{run}-floor-{len(floors)}"))
+        sweep = latency_sweep(mode, [(service, floors[service["rate"]]) for service in measured])
+        sweep["rate_from"] = "--latency-rate" if rates else "half of its end to end"
+        if name in measured_e2e and sweep["max_rate_within_budget"] is not None:
+            sweep["held_over_end_to_end"] = (sweep["max_rate_within_budget"]
+                                             / measured_e2e[name]["model_predictions_per_s"])
+        out[name] = sweep
+    return out
 
 
 def latency_sweep(mode: str, measured: list[tuple[dict[str, float], dict[str, float]]]) -> dict[str, Any]:
     """Latency at several rates against the mode's budget: the highest rate up to which
     every swept rate kept p99 inside it is what one replica can take (docs/SCALING.md)."""
     budget_ms = BUDGET_S[mode_code(mode)] * 1000.0
-    sweep = [{"rate": service["rate"], "service": service, "kafka_alone": floor,
-              "p99_within_budget": service["p99_ms"] <= budget_ms}
-             for service, floor in sorted(measured, key=lambda pair: pair[0]["rate"])]
+    points = [{"rate": service["rate"], "service": service, "kafka_alone": floor,
+               "p99_within_budget": service["p99_ms"] <= budget_ms}
+              for service, floor in sorted(measured, key=lambda pair: pair[0]["rate"])]
     within = None
-    for point in sweep:
+    for point in points:
         if not point["p99_within_budget"]:
             break
         within = point["rate"]
-    return {"latency_sweep": sweep, "budget_ms": budget_ms, "max_rate_within_budget": within}
+    return {"points": points, "budget_ms": budget_ms, "max_rate_within_budget": within}
 
 
 def _machine() -> str:

@@ -75,9 +75,9 @@ async def produce_at(bootstrap: str, topic: str, messages: list[tuple[bytes, byt
 
 
 async def collect(bootstrap: str, topic: str, count: int, timeout: float,
-                  members: list[subprocess.Popen[bytes]] | None = None) -> list[ConsumerRecord]:
-    """Read `topic` from the start until it holds `count` records (failing if a member of
-    the service exits first). Counting the records themselves: Tansu's end offsets are
+                  service: subprocess.Popen[bytes] | None = None) -> list[ConsumerRecord]:
+    """Read `topic` from the start until it holds `count` records (failing if the service
+    exits first). Counting the records themselves: Tansu's end offsets are
     not counts."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 fetch_max_wait_ms=200)
@@ -86,9 +86,8 @@ async def collect(bootstrap: str, topic: str, count: int, timeout: float,
     deadline = time.monotonic() + timeout
     try:
         while len(out) < count:
-            for member in members or ():
-                if member.poll() is not None:
-                    raise RuntimeError(f"pba run exited with {member.returncode} during the bench")
+            if service is not None and service.poll() is not None:
+                raise RuntimeError(f"pba run exited with {service.returncode} during the bench")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic} holds {len(out)} of {count} records after {timeout:.0f} s")
             for recs in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
@@ -100,19 +99,19 @@ async def collect(bootstrap: str, topic: str, count: int, timeout: float,
 
 @contextlib.contextmanager
 def service(bootstrap: str, run: str, mode: str, settings: SessionSettings,
-            members: int = 1) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`pba run` in its own process, as in production, `members` of them in one consumer
-    group (each with settings' inference threads); stopped with SIGTERM (clean shutdown)."""
+            members: int = 1) -> Iterator[subprocess.Popen[bytes]]:
+    """`pba run --workers members` in its own process, as in production (each member with
+    settings' inference threads); stopped with SIGTERM (clean shutdown)."""
     command = [sys.executable, "-m", "consumer.cli", "run", "--bootstrap", bootstrap,
                "--input-topic", f"in-{run}", "--output-topic", f"out-{run}", "--dlq-topic", f"dlq-{run}",
                "--group-id", f"g-{run}", "--mode", mode, "--metrics-port", "0",
                "--precision", settings.precision, "--inference-threads", str(settings.intra_op_threads),
-               "--log-level", "WARNING"]
-    processes = [subprocess.Popen(command) for _ in range(members)]
+               "--workers", str(members), "--log-level", "WARNING"]
+    process = subprocess.Popen(command)
     try:
-        yield processes
+        yield process
     finally:
-        stop_processes(processes, 30)
+        stop_processes([process], 40)
 
 
 async def topics(bootstrap: str, run: str) -> tuple[str, str]:

@@ -31,15 +31,6 @@ def render(result: dict[str, Any]) -> str:
         rate = e2e["model_predictions_per_s"]
         lines.append(f"| end to end, {name} (members x inference threads), model-sourced, published and "
                      f"committed | {rate:,.0f} predictions/s | {rate / best:.2f} |")
-    if "latency" in result:
-        lat = result["latency"]
-        lines.append(f"| latency at {lat['rate']:,.0f} events/s ({lat['rate_from']}) | p50 "
-                     f"{lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms | |")
-    if "latency_floor" in result:
-        lat = result["latency_floor"]
-        lines.append(f"| latency floor: the same stream echoed by a consumer and producer with "
-                     f"`pba run`'s settings, no service | p50 {lat['p50_ms']:.1f} ms, p95 "
-                     f"{lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms | |")
     if "ingest_events_per_s" in result:
         lines.append(f"| ingest only (decode + window) | {result['ingest_events_per_s']:,.0f} events/s | |")
     if "adaptation_us_per_event" in result:
@@ -48,17 +39,29 @@ def render(result: dict[str, Any]) -> str:
                      f"{cost['without']:.1f} us per event (+{cost['with'] - cost['without']:.1f}) | |")
     if "memory_bytes_per_link" in result:
         lines.append(f"| memory per tracked link | {result['memory_bytes_per_link']:,.0f} bytes | |")
-    if "latency_sweep" in result:
-        lines += ["", f"Latency by rate (budget {result['budget_ms']:.0f} ms; Kafka alone: the same stream "
-                  "echoed without the service):", "",
-                  "| events/s | p50 | p95 | p99 | p99 inside the budget | Kafka alone p50 / p99 |",
-                  "|---|---|---|---|---|---|"]
-        for point in result["latency_sweep"]:
+    if "latency_configurations" in result:
+        lines += _latency(result["latency_configurations"])
+    return "\n".join(lines)
+
+
+def _latency(configurations: dict[str, dict[str, Any]]) -> list[str]:
+    budget = next(iter(configurations.values()))["budget_ms"]
+    lines = ["", f"Latency by members x inference threads and rate (budget {budget:.0f} ms; Kafka alone: "
+             "the same stream echoed by a consumer and producer with `pba run`'s settings, no service):", "",
+             "| shape | events/s | p50 | p95 | p99 | p99 inside the budget | Kafka alone p50 / p99 |",
+             "|---|---|---|---|---|---|---|"]
+    for name, sweep in configurations.items():
+        for point in sweep["points"]:
             s, k = point["service"], point["kafka_alone"]
-            lines.append(f"| {point['rate']:,.0f} | {s['p50_ms']:.0f} ms | {s['p95_ms']:.0f} ms | "
+            lines.append(f"| {name} | {point['rate']:,.0f} | {s['p50_ms']:.0f} ms | {s['p95_ms']:.0f} ms | "
                          f"{s['p99_ms']:.0f} ms | {'yes' if point['p99_within_budget'] else 'no'} | "
                          f"{k['p50_ms']:.0f} / {k['p99_ms']:.0f} ms |")
-        within = result["max_rate_within_budget"]
-        lines += ["", f"p99 inside the budget up to {within:,.0f} events/s of those swept" if within
-                  else "p99 over the budget at every rate swept"]
-    return "\n".join(lines)
+    lines.append("")
+    for name, sweep in configurations.items():
+        within = sweep["max_rate_within_budget"]
+        held = sweep.get("held_over_end_to_end")
+        of_e2e = f" ({held:.2f} of its end-to-end rate)" if held is not None else ""
+        lines.append(f"- {name} ({sweep['rate_from']}): p99 inside the budget up to {within:,.0f} events/s"
+                     f"{of_e2e}" if within else f"- {name} ({sweep['rate_from']}): p99 over the budget "
+                     "at every rate measured")
+    return lines

@@ -15,8 +15,8 @@ def test_the_capacity_is_the_highest_rate_below_the_first_one_over_the_budget() 
     sweep = latency_sweep("datacenter", [measured(3000, 95), measured(500, 40), measured(2000, 120),
                                          measured(1000, 100)])
     assert sweep["budget_ms"] == 100
-    assert [p["rate"] for p in sweep["latency_sweep"]] == [500, 1000, 2000, 3000]
-    assert [p["p99_within_budget"] for p in sweep["latency_sweep"]] == [True, True, False, True]
+    assert [p["rate"] for p in sweep["points"]] == [500, 1000, 2000, 3000]
+    assert [p["p99_within_budget"] for p in sweep["points"]] == [True, True, False, True]
     assert sweep["max_rate_within_budget"] == 1000
 
 
