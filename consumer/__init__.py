@@ -17,7 +17,8 @@ Beside the flow: rebuild.py restores the per-link state of newly assigned partit
 and applies the flags' mode; housekeeping.py probes the broker, measures lag;
 health.py and metrics.py serve /healthz (with the loops' heartbeat), /readyz and
 /metrics. config.py holds every setting and its checks, config_load.py merges flags,
-environment and file into it; run.py is `pba run` as a process.
+environment and file into it; run.py is `pba run` as a process, workers.py its
+`--workers N` (N members of the group in processes of their own, one command).
 
 cli.py is the `pba` command line: `pba run` goes to run.py, every other command to
 tools/, the companion tools (bench, simulate, agent, tail, demo, the embedded broker),

@@ -87,7 +87,10 @@ def test_the_deployment_starts_with_the_settings_it_is_given(tmp_path: Path) -> 
     environ = {e["name"]: e["value"] for e in container["env"]} | {"PBA_CONFIG": str(config_file)}
     config = load_config(environ=environ)
     assert config.bootstrap and config.bootstrap.startswith("kafka-0.kafka:9092")
-    assert config.max_links == 200_000 and config.inference_threads == 2
+    assert config.max_links == 200_000
+    # the pod is sized for what it runs: a core per inference thread of each member
+    cpu = float(container["resources"]["requests"]["cpu"])
+    assert config.workers * config.inference_threads == cpu, "the CPU request and the threads disagree"
 
 
 def test_keda_alone_sets_the_replica_count() -> None:
