@@ -10,8 +10,10 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 from kafka_support import (
@@ -63,16 +65,25 @@ def wait_for(condition, seconds: float, what: str) -> None:  # type: ignore[no-u
         time.sleep(0.2)
 
 
+@contextlib.contextmanager
+def two_workers(bootstrap: str, topics: Topics,
+                events: list[tuple[bytes, bytes]]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """The events in the input, then `pba run --workers 2` on them, both workers ready:
+    the process and the first worker's metrics port."""
+    asyncio.run(produce(bootstrap, topics.input, events))
+    port = two_free_ports()
+    with service_process(bootstrap, topics, "--mode", "internet", "--workers", "2",
+                         "--metrics-port", str(port)) as proc:
+        for each in (port, port + 1):
+            seconds_until_ready(each, 90, proc)
+        yield proc, port
+
+
 def test_two_workers_share_the_partitions_predict_everything_once_and_drain_on_sigterm(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
     events = link_events(16, 30)  # 16 links over 4 partitions: both members get some
-    asyncio.run(produce(kafka_bootstrap, topics.input, events))
-    port = two_free_ports()
-    with service_process(kafka_bootstrap, topics, "--mode", "internet", "--workers", "2",
-                         "--metrics-port", str(port)) as proc:
-        for each in (port, port + 1):
-            seconds_until_ready(each, 90, proc)
+    with two_workers(kafka_bootstrap, topics, events) as (proc, port):
         out = asyncio.run(read(kafka_bootstrap, topics.output, len(events), timeout=90, settle=0.5))
         by_worker = [predicted(port), predicted(port + 1)]
         proc.send_signal(signal.SIGHUP)
@@ -93,12 +104,7 @@ def test_two_workers_share_the_partitions_predict_everything_once_and_drain_on_s
 def test_a_worker_that_dies_stops_the_other_and_the_command_fails_naming_it(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
-    asyncio.run(produce(kafka_bootstrap, topics.input, link_events(4, 5)))
-    port = two_free_ports()
-    with service_process(kafka_bootstrap, topics, "--mode", "internet", "--workers", "2",
-                         "--metrics-port", str(port)) as proc:
-        for each in (port, port + 1):
-            seconds_until_ready(each, 90, proc)
+    with two_workers(kafka_bootstrap, topics, link_events(4, 5)) as (proc, _):
         pids = dict(re.findall(r"worker started' worker=(\d) pid=(\d+)", service_stderr(proc)))
         assert set(pids) == {"0", "1"}
         os.kill(int(pids["1"]), signal.SIGKILL)
@@ -124,12 +130,7 @@ def test_workers_whose_supervisor_is_killed_outright_drain_and_stop(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
     events = link_events(8, 30)
-    asyncio.run(produce(kafka_bootstrap, topics.input, events))
-    port = two_free_ports()
-    with service_process(kafka_bootstrap, topics, "--mode", "internet", "--workers", "2",
-                         "--metrics-port", str(port)) as proc:
-        for each in (port, port + 1):
-            seconds_until_ready(each, 90, proc)
+    with two_workers(kafka_bootstrap, topics, events) as (proc, _):
         asyncio.run(read(kafka_bootstrap, topics.output, len(events), timeout=90))
         pids = [int(pid) for pid in re.findall(r"worker started' worker=\d pid=(\d+)", service_stderr(proc))]
         assert len(pids) == 2 and all(running(pid) for pid in pids)
