@@ -192,7 +192,7 @@ async def latency_floor(bootstrap: str, links: int, rate: float, seconds: float,
 PARTS = ("naive", "ingest", "adaptation", "memory", "end_to_end", "latency")
 
 
-def run_bench(mode: str = "internet", links: int = 500, events: int = 40_000,
+def run_bench(mode: str = "internet", links: int = 500, events: int = 160_000,
               precision: str = "float", threads: int = 0, memory_links: int = 1_000_000,
               parts: tuple[str, ...] = PARTS, log: Any = print,
               latency_rates: tuple[float, ...] = ()) -> dict[str, Any]:
