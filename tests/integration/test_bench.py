@@ -52,6 +52,8 @@ def test_bench_reports_every_part_with_ratios() -> None:
             assert sweep["held_over_end_to_end"] == 0.5
         else:
             assert sweep["max_rate_within_budget"] is None and "held_over_end_to_end" not in sweep
+    held = [sweep["max_rate_within_budget"] or 0 for sweep in latency.values()]
+    assert result["ratios"]["held_in_budget_over_end_to_end"] == max(held) / e2e["model_predictions_per_s"]
     assert result["ingest_events_per_s"] > 0 and result["memory_bytes_per_link"] > 0
     assert set(result["adaptation_us_per_event"]) == {"with", "without"}
     assert all(us > 0 for us in result["adaptation_us_per_event"].values())
@@ -65,6 +67,7 @@ def test_latency_at_fixed_rates_runs_without_the_end_to_end_part_and_finds_the_c
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert "end_to_end" not in result and set(result["latency_configurations"]) == {"1x1"}
+    assert "held_in_budget_over_end_to_end" not in result["ratios"]  # no end-to-end rate to hold it to
     result = result["latency_configurations"]["1x1"]
     assert result["rate_from"] == "--latency-rate" and "held_over_end_to_end" not in result
     sweep = result["points"]

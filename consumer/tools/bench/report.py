@@ -41,6 +41,10 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"| memory per tracked link | {result['memory_bytes_per_link']:,.0f} bytes | |")
     if "latency_configurations" in result:
         lines += _latency(result["latency_configurations"])
+        held = result["ratios"].get("held_in_budget_over_end_to_end")
+        if held is not None:
+            lines.append("- the most any shape held inside the budget, over the best end-to-end rate: "
+                         f"{held:.2f}")
     return "\n".join(lines)
 
 
