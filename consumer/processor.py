@@ -19,7 +19,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from consumer.config import ServiceConfig
 from consumer.dead_letters import dead_letters, without_frames
 from consumer.flags import Flags
-from consumer.messages import BatchOutput, Outgoing
+from consumer.messages import BatchOutput, Headers, Outgoing
 from consumer.metrics import Metrics
 from consumer.routing import route
 from consumer.scoring import Scoring
@@ -220,9 +220,7 @@ class RecordProcessor:
         ))
         arrival = np.fromiter((record.timestamp for _, record in events), dtype=np.int64, count=n)
         partitions = self._partitions(batch.slots, keys) if topic == self.config.output_topic else None
-        headers = None
-        if batch.adaptation is not None:  # what the link learnt, for a rebuild
-            headers = [[(ADAPTATION_HEADER, state)] for state in encode_adaptation(batch.adaptation)]
+        headers = _adaptation_headers(batch) if batch.adaptation is not None else None
         out.messages.append(Outgoing(topic, keys, values, arrival, r.mode.copy(), partitions, headers))
         # one metric update per label set, not per event (labels() costs ~15 us)
         if shadow:
@@ -266,6 +264,22 @@ class RecordProcessor:
             store.cap_evictions_total = 0
         elif len(store) < store.max_links:
             self.metrics.link_cap_reached.set(0)
+
+def _adaptation_headers(batch: Round) -> list[Headers]:
+    """What each link's adaptation learnt, for a rebuild, on the link's last message of
+    the batch only. A rebuild reads back the prediction for a link's newest committed
+    sample, and offsets are committed at batch ends only, so that prediction is always
+    its link's last in a batch. On every message, the header cost the service about 4 %
+    of its end-to-end rate: the broker and every reader of the topic handle its bytes."""
+    assert batch.adaptation is not None
+    slots = batch.slots
+    _, from_end = np.unique(slots[::-1], return_index=True)
+    last = len(slots) - 1 - from_end
+    headers: list[Headers] = [[] for _ in range(len(slots))]
+    for row, state in zip(last.tolist(), encode_adaptation(batch.adaptation.take(last)), strict=True):
+        headers[row] = [(ADAPTATION_HEADER, state)]
+    return headers
+
 
 def _rounds(
     events: list[tuple[MetricEvent, ConsumerRecord]],

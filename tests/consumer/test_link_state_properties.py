@@ -121,6 +121,13 @@ def by_event(preds: list[Payload]) -> dict[tuple[str, float, bool], Payload]:
     return out
 
 
+def committed_at(offset: float) -> int:
+    """The committed offset nearest `offset`: a batch's end, since offsets are committed
+    once a batch's outputs are acknowledged (and the adaptation state a rebuild reads
+    back rides on each link's last prediction of a batch only)."""
+    return BATCH * round(offset / BATCH)
+
+
 def as_records(messages: list[Message]) -> list[ConsumerRecord]:
     """Published predictions as the predictions topic gives them back, headers and all."""
     return [ConsumerRecord("out", 0, i, 0, 0, m.key, m.value, None, 0, len(m.value), m.headers or [])
@@ -158,12 +165,13 @@ def test_a_batch_predicts_as_its_events_one_by_one(models: ModelSet, stream: lis
 def test_a_rebuild_then_more_events_equals_no_rebuild(models: ModelSet, stream: list[ConsumerRecord],
                                                       path: str, committed: float) -> None:
     """A crash after publishing up to 60 % (or 80 %) of the stream with offsets committed
-    up to 40 % (70 %): the new owner replays the committed input, reads back what was
-    sent, and predicts from the committed offset on. Its predictions, re-sent ones
-    included, are those of a service that never crashed."""
+    up to 40 % (70 %), at the end of a batch, where the service commits: the new owner
+    replays the committed input, reads back what was sent, and predicts from the
+    committed offset on. Its predictions, re-sent ones included, are those of a service
+    that never crashed."""
     (flags,) = PATHS[path]
     continuous = continuous_run(models, stream, path)
-    cut, sent_upto = int(len(stream) * committed), int(len(stream) * (committed + 0.2))
+    cut, sent_upto = committed_at(len(stream) * committed), int(len(stream) * (committed + 0.2))
     crashed = processor(models, flags)
     messages = published(crashed, stream[:sent_upto])
     sent = [orjson.loads(m.value) for m in messages]
@@ -186,7 +194,7 @@ def test_reading_back_from_the_newest_in_spans_restores_what_reading_everything_
     stops once every replayed link is settled: it reads a fraction of what was sent,
     and the predictions that follow are those after a read of everything."""
     (flags,) = PATHS[path]
-    cut, sent_upto = int(len(stream) * 0.7), int(len(stream) * 0.9)
+    cut, sent_upto = committed_at(len(stream) * 0.7), int(len(stream) * 0.9)
     sent = as_records(published(processor(models, flags), stream[:sent_upto]))
     whole, in_spans = processor(models, flags), processor(models, flags)
     for restarted in (whole, in_spans):

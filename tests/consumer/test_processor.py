@@ -23,6 +23,7 @@ from consumer.metrics import Metrics
 from consumer.processor import RecordProcessor
 from predictor.forecaster import Forecaster
 from predictor.link_predictor import LinkPredictor
+from predictor.linkstate import ADAPTATION_HEADER, encode_adaptation
 from predictor.runtime import load_models
 
 
@@ -72,6 +73,22 @@ def test_a_batch_reaches_the_producer_as_one_message_list_per_topic(processor: R
         ts = [orjson.loads(v)["ts"] for k, v in zip(predictions.keys, predictions.values, strict=True)
               if k == link.encode()]
         assert ts == [100, 101, 102, 103]
+
+
+def test_each_links_adaptation_rides_on_its_last_prediction_of_the_batch_only(
+        processor: RecordProcessor) -> None:
+    """The rebuild reads back the prediction for a link's newest committed sample, and
+    offsets are committed at batch ends: that is each link's last message of a batch,
+    and it carries the state the link holds after the batch, byte for byte."""
+    records = [record(i, event(link, 100 + i // 3, 1 + i)) for i, link in enumerate("abc" * 4)]
+    messages = processor.process(records).each()
+    with_state = [i for i, m in enumerate(messages) if ADAPTATION_HEADER in dict(m.headers or [])]
+    last = {m.key: i for i, m in enumerate(messages)}
+    assert len(messages) == 12 and with_state == sorted(last.values())
+    store = processor.link_predictor.store
+    for key, i in last.items():
+        (state,) = encode_adaptation(store.adaptation(np.array([store.slot(key.decode())])))
+        assert dict(messages[i].headers or [])[ADAPTATION_HEADER] == state
 
 
 @pytest.mark.parametrize("shadow", [False, True])

@@ -16,8 +16,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from kafka_support import (
     Topics,
+    committed_offsets,
     committed_total,
     event,
     free_port,
@@ -387,52 +389,59 @@ def test_a_restart_re_predicts_uncommitted_events_with_the_same_ids(
 ) -> None:
     """A restart from offsets committed before predictions that were already published
     (what a crash between publish and commit leaves): the restarted member rebuilds its
-    windows from history and re-predicts those events with the same ids, losing nothing."""
+    windows and each link's state from history and re-predicts those events with the
+    same ids and payloads, losing nothing. The crash is staged: the group's offsets are
+    moved back to where the service had committed while it went on predicting (a
+    batch's end, like every offset it commits)."""
     events = link_events(8, 150)
-    asyncio.run(produce(kafka_bootstrap, topics.input, events[:800]))
+    asyncio.run(produce(kafka_bootstrap, topics.input, events[:700]))
     with service_process(kafka_bootstrap, topics, "--mode", "auto") as proc:
+        asyncio.run(read(kafka_bootstrap, topics.output, 700, settle=0.5))
+        committed = asyncio.run(offsets_once_committed(kafka_bootstrap, topics.input, topics.group, 700))
+        asyncio.run(produce(kafka_bootstrap, topics.input, events[700:800]))
         asyncio.run(read(kafka_bootstrap, topics.output, 800, settle=0.5))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-    rewound = asyncio.run(rewind_commits(kafka_bootstrap, topics.input, topics.group, by=40))
+    asyncio.run(commit_offsets(kafka_bootstrap, topics.input, topics.group, committed))
     asyncio.run(produce(kafka_bootstrap, topics.input, events[800:]))
     with service_process(kafka_bootstrap, topics, "--mode", "auto") as proc:
-        expected = len(events) + rewound
-        out = asyncio.run(read(kafka_bootstrap, topics.output, expected, timeout=90, settle=2.0))
+        out = asyncio.run(read(kafka_bootstrap, topics.output, len(events) + 100, timeout=90, settle=2.0))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-    preds = predictions(out)
     by_event: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
-    for p in preds:
-        by_event[(p["link_id"], p["ts"])].append(p)
+    for p in predictions(out):
+        by_event[(p["link_id"], p["ts"])].append({**p, "inference_ms": 0})
     assert len(by_event) == len(events), "an event has no prediction"
     repeated = [v for v in by_event.values() if len(v) > 1]
-    assert len(repeated) == rewound > 0
+    assert len(repeated) == 100
+    assert {p["source"] for v in repeated for p in v} == {"model"}, "the models serve the re-sent ones"
     for versions in repeated:
         assert len({p["prediction_id"] for p in versions}) == 1, versions
-        assert {p["source"] for p in versions} == {versions[0]["source"]}
+        assert len({orjson.dumps(p) for p in versions}) == 1, versions
 
 
-async def rewind_commits(bootstrap: str, topic: str, group: str, by: int) -> int:
-    """Move the group's committed offsets back by `by` per partition; returns how many
-    events that makes to re-read."""
+async def offsets_once_committed(bootstrap: str, topic: str, group: str,
+                                 total: int) -> dict[TopicPartition, int]:
+    """The group's committed offsets once they cover `total` events (within 30 s)."""
+    deadline = time.monotonic() + 30
+    while sum((offsets := await committed_offsets(bootstrap, topic, group)).values()) < total:
+        assert time.monotonic() < deadline, offsets
+        await asyncio.sleep(0.2)
+    assert sum(offsets.values()) == total, offsets
+    return offsets
+
+
+async def commit_offsets(bootstrap: str, topic: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    """Set the group's committed offsets, as `kafka-consumer-groups --reset-offsets` would,
+    by a member that joins the group like any other (the service is stopped)."""
     from aiokafka import AIOKafkaConsumer
-    from aiokafka.structs import OffsetAndMetadata
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        while not consumer.assignment():  # join the group like any member
+        while not consumer.assignment():
             await consumer.getmany(timeout_ms=200, max_records=1)
-        partitions = sorted(consumer.assignment())
-        offsets, rewound = {}, 0
-        for tp in partitions:
-            committed = await consumer.committed(tp)
-            if committed:
-                offsets[tp] = OffsetAndMetadata(max(0, committed - by), "")
-                rewound += committed - offsets[tp].offset
-        await consumer.commit(offsets)
-        return rewound
+        await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
     finally:
         await consumer.stop()

@@ -81,17 +81,23 @@ async def read(bootstrap: str, topic: str, count: int, timeout: float = 60.0,
     return records
 
 
-async def committed_total(bootstrap: str, topic: str, group: str) -> int:
-    """The group's committed offsets on every partition of the topic, summed: with one
-    message per offset from 0, the number of messages it has finished with."""
+async def committed_offsets(bootstrap: str, topic: str, group: str) -> dict[TopicPartition, int]:
+    """The group's committed offset on every partition of the topic (0: none), read
+    without joining the group."""
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await probe.start()
     try:
         await probe.topics()  # metadata of every topic, so its partitions are known
-        partitions = sorted(probe.partitions_for_topic(topic) or ())
-        return sum([await probe.committed(TopicPartition(topic, p)) or 0 for p in partitions])
+        partitions = [TopicPartition(topic, p) for p in sorted(probe.partitions_for_topic(topic) or ())]
+        return {tp: await probe.committed(tp) or 0 for tp in partitions}
     finally:
         await probe.stop()
+
+
+async def committed_total(bootstrap: str, topic: str, group: str) -> int:
+    """The group's committed offsets summed: with one message per offset from 0, the
+    number of messages it has finished with."""
+    return sum((await committed_offsets(bootstrap, topic, group)).values())
 
 
 async def read_covering(bootstrap: str, topic: str, events: set[tuple[str, float]],
