@@ -94,6 +94,8 @@ def _watch(workers: Sequence[BaseProcess], received: list[int], drain_s: float) 
     while running:
         for sentinel in wait(list(running), timeout=0.2):
             i = running.pop(sentinel)  # type: ignore[arg-type]  # a sentinel is an int
+            # the sentinel can be ready before the process is reaped (exitcode None)
+            workers[i].join()
             code = workers[i].exitcode
             if deadline is not None and code == -signal.SIGTERM:
                 code = 0  # stopped while still starting: it had nothing to drain
