@@ -23,6 +23,7 @@ from consumer.messages import BatchOutput, Headers, Outgoing
 from consumer.metrics import Metrics
 from consumer.routing import route
 from consumer.scoring import Scoring
+from predictor.adaptation import AdaptationState
 from predictor.allocation import ACTION_NAMES
 from predictor.forecaster import SOURCE_NAMES
 from predictor.link_predictor import LinkPredictor, Round, WindowSnapshot
@@ -220,7 +221,7 @@ class RecordProcessor:
         ))
         arrival = np.fromiter((record.timestamp for _, record in events), dtype=np.int64, count=n)
         partitions = self._partitions(batch.slots, keys) if topic == self.config.output_topic else None
-        headers = _adaptation_headers(batch) if batch.adaptation is not None else None
+        headers = None if batch.adaptation is None else _adaptation_headers(batch.slots, batch.adaptation)
         out.messages.append(Outgoing(topic, keys, values, arrival, r.mode.copy(), partitions, headers))
         # one metric update per label set, not per event (labels() costs ~15 us)
         if shadow:
@@ -265,18 +266,18 @@ class RecordProcessor:
         elif len(store) < store.max_links:
             self.metrics.link_cap_reached.set(0)
 
-def _adaptation_headers(batch: Round) -> list[Headers]:
+
+def _adaptation_headers(slots: npt.NDArray[np.intp], after: AdaptationState) -> list[Headers]:
     """What each link's adaptation learnt, for a rebuild, on the link's last message of
     the batch only. A rebuild reads back the prediction for a link's newest committed
     sample, and offsets are committed at batch ends only, so that prediction is always
-    its link's last in a batch. On every message, the header cost the service about 4 %
-    of its end-to-end rate: the broker and every reader of the topic handle its bytes."""
-    assert batch.adaptation is not None
-    slots = batch.slots
+    its link's last in a batch (after: each row's state after it). On every message,
+    the header cost the service about 4 % of its end-to-end rate: the broker and every
+    reader of the topic handle its bytes."""
     _, from_end = np.unique(slots[::-1], return_index=True)
     last = len(slots) - 1 - from_end
     headers: list[Headers] = [[] for _ in range(len(slots))]
-    for row, state in zip(last.tolist(), encode_adaptation(batch.adaptation.take(last)), strict=True):
+    for row, state in zip(last.tolist(), encode_adaptation(after.take(last)), strict=True):
         headers[row] = [(ADAPTATION_HEADER, state)]
     return headers
 

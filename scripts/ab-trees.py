@@ -17,7 +17,6 @@ import json
 import os
 import statistics
 import sys
-from dataclasses import replace
 
 from consumer.tools.bench import harness
 from consumer.tools.broker import EmbeddedBroker
@@ -32,7 +31,7 @@ parser.add_argument("--events", type=int, default=160_000)
 parser.add_argument("--links", type=int, default=500)
 args = parser.parse_args()
 members, threads = map(int, args.shape.split("x"))
-settings = replace(SessionSettings(), intra_op_threads=threads)
+settings = SessionSettings(intra_op_threads=threads)
 trees = [os.path.abspath(t) for t in args.trees]
 rates: dict[str, list[int]] = {t: [] for t in trees}
 
