@@ -14,9 +14,12 @@ import torch
 from predictor.confidence import Calibration
 from predictor.features import FEATURE_VERSION, FEATURES, N_FEATURES
 from predictor.manifest import FORMAT, MANIFEST_NAME, NORMALISATION, OUTPUTS, TARGET, sha256_of
+from training.model import BandwidthLSTM, ModelConfig, build_model
 
 OPSET = 13
 PARITY_ATOL = 1e-4
+#: where each gate's rows sit in ONNX's LSTM weights (i, o, f, c) for PyTorch's order (i, f, g, o)
+_TORCH_GATES_FROM_ONNX = (0, 2, 3, 1)
 
 
 def export_onnx(model: torch.nn.Module, path: Path, window: int) -> None:
@@ -41,6 +44,41 @@ def export_onnx(model: torch.nn.Module, path: Path, window: int) -> None:
             opset_version=OPSET,
             dynamo=False,
         )
+
+
+def import_onnx(path: Path, config: ModelConfig) -> BandwidthLSTM:
+    """The PyTorch model an exported file holds: the inverse of export_onnx, so a shipped
+    model can be trained further (`pba train --fine-tune`) from the file alone.
+
+    The exporter writes each LSTM as one ONNX `LSTM` node with its gates reordered and
+    both biases in one tensor; the head's Linear layers keep their PyTorch names.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    lstms = [node for node in graph.node if node.op_type == "LSTM"]
+    model = build_model(config)
+    if len(lstms) != 2:
+        raise ValueError(f"{path} has {len(lstms)} LSTM nodes, not the 2 of {type(model).__name__}")
+
+    def gates(array: np.ndarray) -> np.ndarray:
+        parts = np.split(array, 4, axis=0)
+        return np.concatenate([parts[k] for k in _TORCH_GATES_FROM_ONNX], axis=0)
+
+    state: dict[str, np.ndarray] = {}
+    for layer, node in enumerate(lstms, start=1):
+        w, r, b = (weights[node.input[k]][0] for k in (1, 2, 3))
+        bias_ih, bias_hh = np.split(b, 2)
+        for name, value in (("weight_ih", w), ("weight_hh", r), ("bias_ih", bias_ih), ("bias_hh", bias_hh)):
+            state[f"lstm{layer}.{name}_l0"] = gates(value)
+    state.update({k: v for k, v in weights.items() if k.startswith("head.")})
+    try:
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    except RuntimeError as exc:  # another architecture than this mode's (sizes, layers)
+        raise ValueError(f"{path} is not shaped as the {config.mode} model: {exc}") from exc
+    return model.eval()
 
 
 def check_parity(model: torch.nn.Module, path: Path, windows: np.ndarray) -> float:

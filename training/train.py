@@ -9,11 +9,18 @@ Loss, on log-ratios to the window scale: pinball loss for the 10th and 90th perc
 and for the point output a smooth "hit" loss, 1 - exp(-d^2 / 2 sigma^2) with sigma 0.1,
 which rewards landing within about +/-20 % (the accuracy the design asks for) rather
 than being close on average, plus a small |d| term so far-off points still get a gradient.
+
+`--fine-tune` trains the models already in the output directory further, on the same
+data, at a lower learning rate that decays to zero (cosine): the constant rate of a
+training from scratch leaves the weights wherever its last noisy step put them (the
+validation loss moved by +/-0.02 from epoch to epoch), and annealing them settles them
+(docs/ADAPTATION.md has what three such epochs gained walk-forward).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +33,7 @@ from torch import nn
 from predictor.baselines import last_value
 from predictor.confidence import Calibration, coefficient_of_variation, fit_calibration, hits
 from predictor.features import build_features, from_log_ratio, to_log_ratio
-from predictor.manifest import INT8, ModelSpec, load_manifest
+from predictor.manifest import INT8, ModelSpec, load_manifest, sha256_of
 from training.calibrate import calibrate, calibrate_adapted
 from training.dataset import sliding_windows
 from training.export import check_parity, export_onnx, manifest_entry, write_manifest
@@ -42,7 +49,9 @@ log = logging.getLogger(__name__)
 SEED_OFFSETS = {"internet": 0, "datacenter": 1}
 
 HIT_SIGMA = 0.1
-
+#: --fine-tune's defaults: a tenth of the internet model's rate, a few epochs
+FINE_TUNE_EPOCHS = 3
+FINE_TUNE_LEARNING_RATE = 1e-4
 
 
 @dataclass
@@ -61,6 +70,8 @@ class TrainSettings:
     validation_windows_per_source: int = 8_000
     plot: bool = False
     progress: bool = True
+    fine_tune: bool = False  # start from the models in `out`; the rate decays to zero
+    learning_rate: float | None = None  # None: the mode's own, or FINE_TUNE_LEARNING_RATE
     version: str = field(default_factory=lambda: time.strftime("%Y.%m.%d"))
 
 
@@ -136,19 +147,29 @@ def fit(
     settings: TrainSettings,
     model: BandwidthLSTM | None = None,
 ) -> tuple[BandwidthLSTM, list[dict[str, float]]]:
-    """Adam at the mode's learning rate, early stopping on validation loss (restores the
-    best weights). Seeded: the same data and seed give the same weights on CPU."""
+    """Adam, early stopping on validation loss (restores the best weights). From scratch
+    at the mode's constant learning rate; a fine-tune (settings.fine_tune, `model` the
+    one to start from) at settings' rate with a cosine decay to zero over the epochs.
+    Seeded: the same data and seed give the same weights on CPU."""
     torch.manual_seed(settings.seed)
     device = torch.device(settings.device)
     model = (model or build_model(config)).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    rate = learning_rate(config, settings)
+    optimiser = torch.optim.Adam(model.parameters(), lr=rate)
     x_tr = torch.from_numpy(train.x).to(device)
     y_tr = torch.from_numpy(train.y).to(device)
     x_va = torch.from_numpy(valid.x).to(device)
     y_va = torch.from_numpy(valid.y).to(device)
     generator = torch.Generator().manual_seed(settings.seed)
-    epochs = settings.epochs or config.max_epochs
+    epochs = epoch_cap(config, settings)
+    steps = epochs * math.ceil(len(y_tr) / settings.batch_size)
+    schedule = (torch.optim.lr_scheduler.LambdaLR(optimiser, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
+                if settings.fine_tune else None)
     best_loss, best_state, stale = float("inf"), None, 0
+    if settings.fine_tune:  # the model it starts from is the one to beat
+        best_loss = evaluate_loss(model, x_va, y_va, settings.batch_size * 8)
+        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        log.info("%s: fine-tuning from validation loss %.4f", config.mode, best_loss)
     history: list[dict[str, float]] = []
     bar = _progress(range(epochs), f"{config.mode}", settings.progress)
     for epoch in bar:
@@ -162,9 +183,12 @@ def fit(
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
+            if schedule is not None:
+                schedule.step()
             total += loss.item() * len(idx)
         val_loss = evaluate_loss(model, x_va, y_va, settings.batch_size * 8)
-        history.append({"epoch": epoch + 1, "train_loss": total / len(y_tr), "val_loss": val_loss})
+        history.append({"epoch": epoch + 1, "train_loss": total / len(y_tr), "val_loss": val_loss,
+                        "learning_rate": optimiser.param_groups[0]["lr"]})
         log.info("%s epoch %d: train loss %.4f, validation loss %.4f",
                  config.mode, epoch + 1, total / len(y_tr), val_loss)
         if hasattr(bar, "set_postfix"):
@@ -179,6 +203,18 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.cpu().eval(), history
+
+
+def learning_rate(config: ModelConfig, settings: TrainSettings) -> float:
+    if settings.learning_rate is not None:
+        return settings.learning_rate
+    return FINE_TUNE_LEARNING_RATE if settings.fine_tune else config.learning_rate
+
+
+def epoch_cap(config: ModelConfig, settings: TrainSettings) -> int:
+    if settings.epochs:
+        return settings.epochs
+    return FINE_TUNE_EPOCHS if settings.fine_tune else config.max_epochs
 
 
 @torch.no_grad()
@@ -229,6 +265,8 @@ def synthetic_traces(regime: str, links: int, length: int, seed: int) -> list[Tr
 
 def run(settings: TrainSettings) -> Path:
     """Train every requested mode, export, calibrate, quantise, write the manifest."""
+    # a fine-tune with nothing to start from fails before minutes of reading traces
+    starts = {mode: starting_point(settings, mode) for mode in settings.modes} if settings.fine_tune else {}
     infos, read = load_traces(settings.traces)
     roles = split_traces(infos)
     train_real = read_segments(roles["train"], read)
@@ -252,7 +290,8 @@ def run(settings: TrainSettings) -> Path:
         valid = collect(gather(validation_real, syn_valid, mode), config.window,
                         settings.validation_windows_per_source, rng)
         log.info("%s: %d training and %d validation windows", mode, len(train), len(valid))
-        model, history = fit(config, train, valid, settings)
+        start, base = starts.get(mode, (None, None))
+        model, history = fit(config, train, valid, settings, start)
         histories[mode] = history
         path = settings.out / f"{mode}.onnx"
         export_onnx(model, path, config.window)
@@ -267,8 +306,9 @@ def run(settings: TrainSettings) -> Path:
                 "seed": settings.seed, "epochs_run": len(history),
                 "best_val_loss": min(h["val_loss"] for h in history),
                 "train_windows": len(train), "validation_windows": len(valid),
-                "batch_size": settings.batch_size, "learning_rate": config.learning_rate,
+                "batch_size": settings.batch_size, "learning_rate": learning_rate(config, settings),
                 "lstm_units": list(config.lstm_units), "dropout": config.dropout,
+                **({"fine_tuned_from": base} if base else {}),
                 **fit_stats,
             }},
         )
@@ -282,6 +322,28 @@ def run(settings: TrainSettings) -> Path:
 
             plot_training(settings.out / "plots", mode, history, model, valid)
     return _with_adapted_calibration(settings.out, entries, fallback_cal, validation_traces)
+
+
+def starting_point(settings: TrainSettings, mode: str) -> tuple[BandwidthLSTM, dict[str, Any]]:
+    """The model in `settings.out` a fine-tune starts from, and what the manifest says of
+    it (kept in the new entry, so a fine-tuned model says what it was trained from)."""
+    import orjson
+
+    from training.export import import_onnx
+
+    spec = load_manifest(settings.out).models.get(mode)
+    if spec is None or not spec.path.is_file():
+        raise FineTuneError(f"--fine-tune: {settings.out} has no {mode} model to start from; "
+                            "train one first (pba train without --fine-tune)")
+    if sha256_of(spec.path) != spec.sha256:
+        raise FineTuneError(f"--fine-tune: {spec.path} does not match the sha256 in its manifest")
+    entry = orjson.loads((settings.out / "manifest.json").read_bytes())["models"][mode]
+    base = {"version": spec.version, "sha256": spec.sha256, "training": entry.get("training", {})}
+    return import_onnx(spec.path, CONFIGS[mode]), base
+
+
+class FineTuneError(ValueError):
+    """Nothing to fine-tune from."""
 
 
 def recalibrate(settings: TrainSettings) -> Path:
@@ -324,8 +386,6 @@ def _with_adapted_calibration(out: Path, entries: dict[str, dict[str, Any]], fal
 
 def _spec(mode: str, path: Path, window: int) -> ModelSpec:
     """A spec for the freshly exported model, before its calibration exists."""
-    from predictor.manifest import sha256_of
-
     return ModelSpec(mode, path, sha256_of(path), f"{mode}-uncalibrated", window, "input", "output",
                      Calibration("none", (0.0,), (0.5,)))
 

@@ -55,23 +55,28 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
-        from training.train import TrainSettings, recalibrate, run
+        from training.train import FineTuneError, TrainSettings, recalibrate, run
     except ImportError as exc:
         print(f"pba train: {exc.name} is missing; install the training extra: "
               "pip install -e '.[train]'", file=sys.stderr)
         return 2
+    from predictor.manifest import ManifestError
     from training.traces import TraceError, default_traces_dir
 
+    if args.fine_tune and args.calibrate_only:
+        print("pba train: --fine-tune trains, --calibrate-only does not: choose one", file=sys.stderr)
+        return 2
     modes = ("internet", "datacenter") if args.mode == "both" else (args.mode,)
     settings = TrainSettings(
         modes=modes, traces=args.traces or default_traces_dir(), out=args.out, epochs=args.epochs,
         seed=args.seed, device=args.device, plot=args.plot, progress=not args.quiet,
         windows_per_source=args.windows_per_source, synthetic_links=args.synthetic_links,
         batch_size=args.batch_size, validation_windows_per_source=args.validation_windows_per_source,
+        fine_tune=args.fine_tune, learning_rate=args.learning_rate,
     )
     try:
         manifest = recalibrate(settings) if args.calibrate_only else run(settings)
-    except (TraceError, OSError) as exc:
+    except (TraceError, OSError, ManifestError, FineTuneError) as exc:
         print(f"pba train: {exc}", file=sys.stderr)
         return 2
     print(f"models and manifest written: {manifest}")

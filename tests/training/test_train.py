@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +16,16 @@ from predictor.api import BandwidthPredictor
 from predictor.confidence import hits, reliability_table
 from predictor.forecaster import Forecaster
 from predictor.link_predictor import LinkPredictor
-from predictor.manifest import DEFAULT_MODELS_DIR, load_manifest
+from predictor.manifest import DEFAULT_MODELS_DIR, ManifestError, load_manifest
 from predictor.modes import mode_code
 from predictor.runtime import ModelSet, OnnxModel, SessionSettings, load_models
 from training.backtest import replay_traces
 from training.calibrate import calibrate, calibrate_adapted
-from training.export import check_parity, export_onnx
+from training.export import check_parity, export_onnx, import_onnx
 from training.generators import synthetic_set
-from training.model import CONFIGS
+from training.model import CONFIGS, build_model
 from training.traces import load_traces, pack_traces, read_index
-from training.train import TrainSettings, collect, fit, run
+from training.train import FineTuneError, TrainSettings, collect, fit, run
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +83,6 @@ def test_training_is_reproducible_with_a_fixed_seed(tmp_path: Path) -> None:
 def test_onnx_export_matches_pytorch_on_random_and_generated_windows(tmp_path: Path) -> None:
     config = CONFIGS["internet"]
     torch.manual_seed(0)
-    from training.model import build_model
-
     model = build_model(config).eval()
     path = tmp_path / "internet.onnx"
     export_onnx(model, path, config.window)
@@ -145,3 +145,67 @@ def test_a_mode_trained_alone_is_the_model_a_run_of_both_trains(small_pack: Path
     alone_dc = load_manifest(tmp_path / "alone").models["datacenter"]
     both_dc = load_manifest(tmp_path / "both").models["datacenter"]
     assert alone_dc.sha256 == both_dc.sha256  # the exported file, byte for byte
+
+
+def test_an_exported_model_imports_back_to_the_very_same_weights(tmp_path: Path) -> None:
+    config = CONFIGS["datacenter"]
+    torch.manual_seed(3)
+    model = build_model(config).eval()
+    path = tmp_path / "datacenter.onnx"
+    export_onnx(model, path, config.window)
+    back = import_onnx(path, config)
+    for (name, a), (_, b) in zip(model.state_dict().items(), back.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="is not shaped as the internet model"):
+        import_onnx(path, CONFIGS["internet"])
+
+
+def test_the_shipped_models_import_with_parity() -> None:
+    windows = {mode: np.random.default_rng(0).normal(size=(32, CONFIGS[mode].window, 11)).astype(np.float32)
+               for mode in CONFIGS}
+    for mode, spec in load_manifest(DEFAULT_MODELS_DIR).models.items():
+        assert check_parity(import_onnx(spec.path, CONFIGS[mode]), spec.path, windows[mode]) < 1e-4
+
+
+def test_a_fine_tune_starts_from_the_models_in_out_and_anneals_its_rate(small_pack: Path, tmp_path: Path) -> None:
+    settings = small_settings(small_pack, tmp_path)
+    run(dataclasses.replace(settings, epochs=1))
+    base = load_manifest(tmp_path).models["datacenter"]
+    run(dataclasses.replace(settings, fine_tune=True, epochs=3, learning_rate=2e-4))
+    entry = orjson.loads((tmp_path / "manifest.json").read_bytes())["models"]["datacenter"]
+    assert entry["training"]["fine_tuned_from"]["sha256"] == base.sha256
+    assert entry["training"]["fine_tuned_from"]["version"] == base.version
+    assert entry["training"]["learning_rate"] == 2e-4
+    history = orjson.loads((tmp_path / "training-history.json").read_bytes())["datacenter"]
+    rates = [h["learning_rate"] for h in history]
+    assert len(rates) == 3 and rates[0] < 2e-4 and rates == sorted(rates, reverse=True) and rates[-1] < 1e-9
+
+
+def test_a_fine_tune_that_only_makes_it_worse_keeps_the_model_it_started_from(
+        small_pack: Path, tmp_path: Path) -> None:
+    settings = small_settings(small_pack, tmp_path)
+    run(dataclasses.replace(settings, epochs=1))
+    start = import_onnx(load_manifest(tmp_path).models["datacenter"].path, CONFIGS["datacenter"])
+    run(dataclasses.replace(settings, fine_tune=True, epochs=1, learning_rate=50.0))  # diverges
+    kept = import_onnx(load_manifest(tmp_path).models["datacenter"].path, CONFIGS["datacenter"])
+    for (name, a), (_, b) in zip(start.state_dict().items(), kept.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_a_fine_tune_without_a_model_to_start_from_names_what_to_do(small_pack: Path, tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="no manifest.json"):
+        run(dataclasses.replace(small_settings(small_pack, tmp_path), fine_tune=True))
+    run(dataclasses.replace(small_settings(small_pack, tmp_path), epochs=1))
+    with pytest.raises(FineTuneError, match="no internet model to start from"):
+        run(dataclasses.replace(small_settings(small_pack, tmp_path), modes=("internet",), fine_tune=True))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--fine-tune", "--calibrate-only"], "choose one"),
+    (["--learning-rate", "0"], "must be > 0"),
+    (["--fine-tune"], "no manifest.json in"),
+])
+def test_train_argument_errors_are_clear(tmp_path: Path, args: list[str], message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "consumer.cli", "train", "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
