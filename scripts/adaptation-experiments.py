@@ -1,12 +1,13 @@
 """The experiments behind predictor/adaptation.py: per-link expert selection, reserve and
 confidence designs, simulated offline on the shipped models' walk-forward outputs.
 
-    python scripts/adaptation-experiments.py cache      # replay validation + test groups once
-    python scripts/adaptation-experiments.py sweep      # the designs compared (seconds each)
+    python scripts/adaptation-experiments.py cache [MODELS_DIR]  # replay validation + test groups once
+    python scripts/adaptation-experiments.py sweep               # the designs compared (seconds each)
 
 `cache` replays the traces' validation and test groups through the service's link
 predictor with the adaptation off (the models' own forecasts, as served in auto mode)
-and keeps them in $PBA_EXPERIMENTS (default /tmp/pba-adaptation). `sweep` then runs
+and keeps them in $PBA_EXPERIMENTS (default /tmp/pba-adaptation); MODELS_DIR (default
+the shipped predictor/models) replays other models, e.g. a fine-tune's. `sweep` then runs
 each design over those forecasts, sample by sample per trace, and prints, per design,
 the macro hit rate over the last value, the worst source against the best simple
 baseline and the reserve coverage by source. This is research code, a simulation of
@@ -209,7 +210,7 @@ def report(d: dict, names: list[str], E: np.ndarray, out: dict, verbose: bool = 
     return res
 
 
-def cache() -> None:
+def cache(models_dir: str | None = None) -> None:
     from predictor.forecaster import Forecaster
     from predictor.link_predictor import LinkPredictor
     from predictor.runtime import load_models
@@ -219,7 +220,7 @@ def cache() -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     infos, read = load_traces(default_traces_dir())
     roles = split_traces(infos)
-    models = load_models(None, ("datacenter", "internet"))
+    models = load_models(models_dir, ("datacenter", "internet"))
     for role in ("validation", "test"):
         segments = [s for s in roles[role] if len(cut(read(s.info), s)) > 1]
         traces = [cut(read(s.info), s) for s in segments]
@@ -257,4 +258,4 @@ def sweep() -> None:
 
 
 if __name__ == "__main__":
-    {"cache": cache, "sweep": sweep}[sys.argv[1] if len(sys.argv) > 1 else "sweep"]()
+    {"cache": cache, "sweep": sweep}[sys.argv[1] if len(sys.argv) > 1 else "sweep"](*sys.argv[2:])

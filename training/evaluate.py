@@ -209,7 +209,9 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
     lines += ["", "Training settings and data: see `training` in `predictor/models/manifest.json` and",
               "`training/train.py` (data: real traces' train groups, capped per source, plus the",
               "realistic generator; validation groups for early stopping and calibration; the",
-              "test groups below were never used in training or calibration).", ""]
+              "test groups below were never used in training or calibration). A model whose",
+              "`training` names `fine_tuned_from` was trained further from that version on the same",
+              "data (`pba train --fine-tune`: a learning rate decaying to zero).", ""]
 
     lines += ["## Real traces, held-out test groups, `--mode auto`", "",
               "Published: what the service publishes, the models' forecast after each link's online "

@@ -163,8 +163,10 @@ def fit(
     generator = torch.Generator().manual_seed(settings.seed)
     epochs = epoch_cap(config, settings)
     steps = epochs * math.ceil(len(y_tr) / settings.batch_size)
-    schedule = (torch.optim.lr_scheduler.LambdaLR(optimiser, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
-                if settings.fine_tune else None)
+    schedule = None
+    if settings.fine_tune:
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
     best_loss, best_state, stale = float("inf"), None, 0
     if settings.fine_tune:  # the model it starts from is the one to beat
         best_loss = evaluate_loss(model, x_va, y_va, settings.batch_size * 8)
@@ -276,7 +278,6 @@ def run(settings: TrainSettings) -> Path:
     existing = _existing_entries(settings.out, settings.modes)
     entries: dict[str, dict[str, Any]] = dict(existing)
     fallback_cal = None
-    histories: dict[str, list[dict[str, float]]] = {}
     for mode in settings.modes:
         config = CONFIGS[mode]
         k = SEED_OFFSETS[mode]
@@ -292,7 +293,6 @@ def run(settings: TrainSettings) -> Path:
         log.info("%s: %d training and %d validation windows", mode, len(train), len(valid))
         start, base = starts.get(mode, (None, None))
         model, history = fit(config, train, valid, settings, start)
-        histories[mode] = history
         path = settings.out / f"{mode}.onnx"
         export_onnx(model, path, config.window)
         check_parity(model, path, valid.x[:256])
@@ -316,7 +316,7 @@ def run(settings: TrainSettings) -> Path:
             fallback_cal = calibrate_fallback(valid.real_only())
         # written after each mode, so a long run that is stopped keeps what it finished
         write_manifest(settings.out, entries, fallback_cal)
-        _save_histories(settings.out, histories)
+        _save_histories(settings.out, {mode: history}, extend=settings.fine_tune)
         if settings.plot:
             from training.plots import plot_training
 
@@ -401,11 +401,14 @@ def _existing_entries(out: Path, retrained: tuple[str, ...]) -> dict[str, dict[s
     return {m: e for m, e in data.get("models", {}).items() if m not in retrained}
 
 
-def _save_histories(out: Path, histories: dict[str, list[dict[str, float]]]) -> None:
+def _save_histories(out: Path, histories: dict[str, list[dict[str, float]]], extend: bool) -> None:
+    """Each mode's epochs; a fine-tune's follow those of the training it started from."""
     import orjson
 
     path = out / "training-history.json"
     old = orjson.loads(path.read_bytes()) if path.is_file() else {}
-    old.update(histories)
+    for mode, epochs in histories.items():
+        before = old.get(mode, []) if extend else []
+        old[mode] = before + [{**e, "epoch": len(before) + e["epoch"], "fine_tune": extend} for e in epochs]
     path.write_bytes(orjson.dumps(old, option=orjson.OPT_INDENT_2))
 

@@ -167,7 +167,8 @@ def test_the_shipped_models_import_with_parity() -> None:
         assert check_parity(import_onnx(spec.path, CONFIGS[mode]), spec.path, windows[mode]) < 1e-4
 
 
-def test_a_fine_tune_starts_from_the_models_in_out_and_anneals_its_rate(small_pack: Path, tmp_path: Path) -> None:
+def test_a_fine_tune_starts_from_the_models_in_out_and_anneals_its_rate(
+        small_pack: Path, tmp_path: Path) -> None:
     settings = small_settings(small_pack, tmp_path)
     run(dataclasses.replace(settings, epochs=1))
     base = load_manifest(tmp_path).models["datacenter"]
@@ -177,8 +178,9 @@ def test_a_fine_tune_starts_from_the_models_in_out_and_anneals_its_rate(small_pa
     assert entry["training"]["fine_tuned_from"]["version"] == base.version
     assert entry["training"]["learning_rate"] == 2e-4
     history = orjson.loads((tmp_path / "training-history.json").read_bytes())["datacenter"]
-    rates = [h["learning_rate"] for h in history]
-    assert len(rates) == 3 and rates[0] < 2e-4 and rates == sorted(rates, reverse=True) and rates[-1] < 1e-9
+    assert [(h["epoch"], h["fine_tune"]) for h in history] == [(1, False), (2, True), (3, True), (4, True)]
+    rates = [h["learning_rate"] for h in history[1:]]
+    assert rates[0] < 2e-4 and rates == sorted(rates, reverse=True) and rates[-1] < 1e-9
 
 
 def test_a_fine_tune_that_only_makes_it_worse_keeps_the_model_it_started_from(
