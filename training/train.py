@@ -11,10 +11,7 @@ which rewards landing within about +/-20 % (the accuracy the design asks for) ra
 than being close on average, plus a small |d| term so far-off points still get a gradient.
 
 `--fine-tune` trains the models already in the output directory further, on the same
-data, at a lower learning rate that decays to zero (cosine): the constant rate of a
-training from scratch leaves the weights wherever its last noisy step put them (the
-validation loss moved by +/-0.02 from epoch to epoch), and annealing them settles them
-(docs/ADAPTATION.md has what three such epochs gained walk-forward).
+data, at a rate that decays to zero (training/fine_tune.py).
 """
 
 from __future__ import annotations
@@ -37,6 +34,7 @@ from predictor.manifest import INT8, ModelSpec, load_manifest, sha256_of
 from training.calibrate import calibrate, calibrate_adapted
 from training.dataset import sliding_windows
 from training.export import check_parity, export_onnx, manifest_entry, write_manifest
+from training.fine_tune import FINE_TUNE_EPOCHS, FINE_TUNE_LEARNING_RATE, starting_point
 from training.generators import realistic
 from training.model import CONFIGS, BandwidthLSTM, ModelConfig, build_model
 from training.traces import Segment, Trace, cut, default_traces_dir, load_traces, split_traces
@@ -49,9 +47,6 @@ log = logging.getLogger(__name__)
 SEED_OFFSETS = {"internet": 0, "datacenter": 1}
 
 HIT_SIGMA = 0.1
-#: --fine-tune's defaults: a tenth of the internet model's rate, a few epochs
-FINE_TUNE_EPOCHS = 3
-FINE_TUNE_LEARNING_RATE = 1e-4
 
 
 @dataclass
@@ -268,7 +263,7 @@ def synthetic_traces(regime: str, links: int, length: int, seed: int) -> list[Tr
 def run(settings: TrainSettings) -> Path:
     """Train every requested mode, export, calibrate, quantise, write the manifest."""
     # a fine-tune with nothing to start from fails before minutes of reading traces
-    starts = {mode: starting_point(settings, mode) for mode in settings.modes} if settings.fine_tune else {}
+    starts = {m: starting_point(settings.out, m) for m in settings.modes} if settings.fine_tune else {}
     infos, read = load_traces(settings.traces)
     roles = split_traces(infos)
     train_real = read_segments(roles["train"], read)
@@ -322,28 +317,6 @@ def run(settings: TrainSettings) -> Path:
 
             plot_training(settings.out / "plots", mode, history, model, valid)
     return _with_adapted_calibration(settings.out, entries, fallback_cal, validation_traces)
-
-
-def starting_point(settings: TrainSettings, mode: str) -> tuple[BandwidthLSTM, dict[str, Any]]:
-    """The model in `settings.out` a fine-tune starts from, and what the manifest says of
-    it (kept in the new entry, so a fine-tuned model says what it was trained from)."""
-    import orjson
-
-    from training.export import import_onnx
-
-    spec = load_manifest(settings.out).models.get(mode)
-    if spec is None or not spec.path.is_file():
-        raise FineTuneError(f"--fine-tune: {settings.out} has no {mode} model to start from; "
-                            "train one first (pba train without --fine-tune)")
-    if sha256_of(spec.path) != spec.sha256:
-        raise FineTuneError(f"--fine-tune: {spec.path} does not match the sha256 in its manifest")
-    entry = orjson.loads((settings.out / "manifest.json").read_bytes())["models"][mode]
-    base = {"version": spec.version, "sha256": spec.sha256, "training": entry.get("training", {})}
-    return import_onnx(spec.path, CONFIGS[mode]), base
-
-
-class FineTuneError(ValueError):
-    """Nothing to fine-tune from."""
 
 
 def recalibrate(settings: TrainSettings) -> Path:

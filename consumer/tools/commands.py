@@ -55,7 +55,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
-        from training.train import FineTuneError, TrainSettings, recalibrate, run
+        from training.fine_tune import FineTuneError
+        from training.train import TrainSettings, recalibrate, run
     except ImportError as exc:
         print(f"pba train: {exc.name} is missing; install the training extra: "
               "pip install -e '.[train]'", file=sys.stderr)

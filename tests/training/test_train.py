@@ -22,10 +22,11 @@ from predictor.runtime import ModelSet, OnnxModel, SessionSettings, load_models
 from training.backtest import replay_traces
 from training.calibrate import calibrate, calibrate_adapted
 from training.export import check_parity, export_onnx, import_onnx
+from training.fine_tune import FineTuneError
 from training.generators import synthetic_set
 from training.model import CONFIGS, build_model
 from training.traces import load_traces, pack_traces, read_index
-from training.train import FineTuneError, TrainSettings, collect, fit, run
+from training.train import TrainSettings, collect, fit, run
 
 
 @pytest.fixture(scope="module")
