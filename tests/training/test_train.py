@@ -43,6 +43,11 @@ def small_pack(traces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out
 
 
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
 def small_settings(pack: Path, out: Path) -> TrainSettings:
     return TrainSettings(
         modes=("datacenter",), traces=pack, out=out, epochs=2, patience=5, batch_size=64,
@@ -77,8 +82,7 @@ def test_training_is_reproducible_with_a_fixed_seed(tmp_path: Path) -> None:
     np.testing.assert_array_equal(data.x, again.x)
     first, _ = fit(config, data, data, settings)
     second, _ = fit(config, data, data, settings)
-    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_weights(first, second)
 
 
 def test_onnx_export_matches_pytorch_on_random_and_generated_windows(tmp_path: Path) -> None:
@@ -155,8 +159,7 @@ def test_an_exported_model_imports_back_to_the_very_same_weights(tmp_path: Path)
     path = tmp_path / "datacenter.onnx"
     export_onnx(model, path, config.window)
     back = import_onnx(path, config)
-    for (name, a), (_, b) in zip(model.state_dict().items(), back.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_weights(model, back)
     with pytest.raises(ValueError, match="is not shaped as the internet model"):
         import_onnx(path, CONFIGS["internet"])
 
@@ -191,8 +194,7 @@ def test_a_fine_tune_that_only_makes_it_worse_keeps_the_model_it_started_from(
     start = import_onnx(load_manifest(tmp_path).models["datacenter"].path, CONFIGS["datacenter"])
     run(dataclasses.replace(settings, fine_tune=True, epochs=1, learning_rate=50.0))  # diverges
     kept = import_onnx(load_manifest(tmp_path).models["datacenter"].path, CONFIGS["datacenter"])
-    for (name, a), (_, b) in zip(start.state_dict().items(), kept.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_weights(start, kept)
 
 
 def test_a_fine_tune_without_a_model_to_start_from_names_what_to_do(small_pack: Path, tmp_path: Path) -> None:
