@@ -21,8 +21,10 @@ from predictor.runtime import ModelSet, OnnxModel, SessionSettings, load_models
 from training.backtest import replay_traces
 from training.traces import Trace
 
-#: score bins of a calibration (hundreds of thousands of validation rows)
-CALIBRATION_BINS = 40
+#: score bins of a calibration: about 3,000 of the ~480,000 validation rows each; at 40 the
+#: curve had one point below a confidence of 0.2 and that decile was 2.5 points off in sample
+#: (160: 0.4; fitted on half the traces and checked on the other, 3.3 -> 2.2 at the worst)
+CALIBRATION_BINS = 160
 
 
 def calibrate(spec: ModelSpec, traces: list[Trace]) -> tuple[Calibration, dict[str, float]]:

@@ -27,6 +27,7 @@ from predictor.link_predictor import LinkPredictor
 from predictor.manifest import DEFAULT_MODELS_DIR, FLOAT, INT8, PRECISIONS, load_manifest
 from predictor.runtime import OnnxModel, SessionSettings, load_models
 from training.backtest import _LABELS, replay_traces
+from training.calibrate import CALIBRATION_BINS
 from training.generators import synthetic_set
 from training.traces import Trace, cut, default_traces_dir, load_traces, split_traces
 
@@ -285,8 +286,8 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
               "width -> hit rate, fitted per model on every walk-forward row it serves on the "
               "validation groups; the fallback's on the recent coefficient of variation) and the "
               "link's own decayed hit rate, calibrated against the hit rate of the published "
-              "prediction on every validation row (`pba train --calibrate-only`, isotonic over 40 "
-              "equal-count bins). Deciles holding under 1 % of the rows are marked.", "",
+              "prediction on every validation row (`pba train --calibrate-only`, isotonic over "
+              f"{CALIBRATION_BINS} equal-count bins). Deciles holding under 1 % of the rows are marked.", "",
               "| confidence bin | predictions | mean confidence | hit rate | gap (points) |",
               "|---|---|---|---|---|"]
     for row in reliability_table(conf, hits(pred, act)):
