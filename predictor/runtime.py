@@ -70,22 +70,10 @@ class OnnxModel:
 
     def __init__(self, spec: ModelSpec, settings: SessionSettings = SessionSettings()) -> None:
         self.spec = spec
-        path, expected = spec.file_for(settings.precision)
-        self.path = path
+        path = self.path = verified_file(spec, settings.precision)
         self.version = spec.version if settings.precision == FLOAT else (
             f"{spec.version}-{settings.precision}"
         )
-        if not path.is_file():
-            raise ModelError(f"{spec.mode} model file {path} does not exist")
-        try:
-            actual = sha256_of(path)
-        except OSError as exc:
-            raise ModelError(f"cannot read {spec.mode} model file {path}: {exc.strerror or exc}") from None
-        if actual != expected:
-            raise ModelError(
-                f"{spec.mode} model {path} has sha256 {actual}, manifest says {expected}: "
-                "the file was changed or corrupted; refusing to load it"
-            )
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=settings.session_options(), providers=settings.providers()
@@ -139,6 +127,24 @@ class ModelSet:
     @property
     def fallback_active(self) -> bool:
         return bool(self.unavailable)
+
+
+def verified_file(spec: ModelSpec, precision: str = FLOAT) -> Path:
+    """The model file of `precision`, once it exists and its sha256 is the manifest's:
+    a file changed or corrupted after training is never served (nor trained further)."""
+    path, expected = spec.file_for(precision)
+    if not path.is_file():
+        raise ModelError(f"{spec.mode} model file {path} does not exist")
+    try:
+        actual = sha256_of(path)
+    except OSError as exc:
+        raise ModelError(f"cannot read {spec.mode} model file {path}: {exc.strerror or exc}") from None
+    if actual != expected:
+        raise ModelError(
+            f"{spec.mode} model {path} has sha256 {actual}, manifest says {expected}: "
+            "the file was changed or corrupted; refusing to load it"
+        )
+    return path
 
 
 def load_models(

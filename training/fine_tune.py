@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from predictor.manifest import MANIFEST_NAME, load_manifest, sha256_of
+from predictor.manifest import MANIFEST_NAME, load_manifest
+from predictor.runtime import verified_file
 from training.export import import_onnx
 from training.model import CONFIGS, BandwidthLSTM
 
@@ -31,11 +32,10 @@ def starting_point(out: Path, mode: str) -> tuple[BandwidthLSTM, dict[str, Any]]
     """The model in `out` a fine-tune starts from, and what the manifest says of it
     (kept in the new entry, so a fine-tuned model says what it was trained from)."""
     spec = load_manifest(out).models.get(mode)
-    if spec is None or not spec.path.is_file():
+    if spec is None:
         raise FineTuneError(f"--fine-tune: {out} has no {mode} model to start from; "
                             "train one first (pba train without --fine-tune)")
-    if sha256_of(spec.path) != spec.sha256:
-        raise FineTuneError(f"--fine-tune: {spec.path} does not match the sha256 in its manifest")
+    path = verified_file(spec)
     entry = orjson.loads((out / MANIFEST_NAME).read_bytes())["models"][mode]
     base = {"version": spec.version, "sha256": spec.sha256, "training": entry.get("training", {})}
-    return import_onnx(spec.path, CONFIGS[mode]), base
+    return import_onnx(path, CONFIGS[mode]), base

@@ -149,8 +149,7 @@ def fit(
     torch.manual_seed(settings.seed)
     device = torch.device(settings.device)
     model = (model or build_model(config)).to(device)
-    rate = learning_rate(config, settings)
-    optimiser = torch.optim.Adam(model.parameters(), lr=rate)
+    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate(config, settings))
     x_tr = torch.from_numpy(train.x).to(device)
     y_tr = torch.from_numpy(train.y).to(device)
     x_va = torch.from_numpy(valid.x).to(device)
@@ -159,13 +158,11 @@ def fit(
     epochs = epoch_cap(config, settings)
     steps = epochs * math.ceil(len(y_tr) / settings.batch_size)
     schedule = None
-    if settings.fine_tune:
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
     best_loss, best_state, stale = float("inf"), None, 0
     if settings.fine_tune:  # the model it starts from is the one to beat
-        best_loss = evaluate_loss(model, x_va, y_va, settings.batch_size * 8)
-        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
+        best_loss, best_state = evaluate_loss(model, x_va, y_va, settings.batch_size * 8), _snapshot(model)
         log.info("%s: fine-tuning from validation loss %.4f", config.mode, best_loss)
     history: list[dict[str, float]] = []
     bar = _progress(range(epochs), f"{config.mode}", settings.progress)
@@ -192,7 +189,7 @@ def fit(
             bar.set_postfix(train=f"{total / len(y_tr):.4f}", val=f"{val_loss:.4f}")
         if val_loss < best_loss - 1e-5:
             best_loss, stale = val_loss, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best_state = _snapshot(model)
         else:
             stale += 1
             if stale >= settings.patience:
@@ -200,6 +197,10 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.cpu().eval(), history
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def learning_rate(config: ModelConfig, settings: TrainSettings) -> float:
@@ -311,7 +312,7 @@ def run(settings: TrainSettings) -> Path:
             fallback_cal = calibrate_fallback(valid.real_only())
         # written after each mode, so a long run that is stopped keeps what it finished
         write_manifest(settings.out, entries, fallback_cal)
-        _save_histories(settings.out, {mode: history}, extend=settings.fine_tune)
+        _save_history(settings.out, mode, history, extend=settings.fine_tune)
         if settings.plot:
             from training.plots import plot_training
 
@@ -374,14 +375,13 @@ def _existing_entries(out: Path, retrained: tuple[str, ...]) -> dict[str, dict[s
     return {m: e for m, e in data.get("models", {}).items() if m not in retrained}
 
 
-def _save_histories(out: Path, histories: dict[str, list[dict[str, float]]], extend: bool) -> None:
-    """Each mode's epochs; a fine-tune's follow those of the training it started from."""
+def _save_history(out: Path, mode: str, epochs: list[dict[str, float]], extend: bool) -> None:
+    """A mode's epochs; a fine-tune's follow those of the training it started from."""
     import orjson
 
     path = out / "training-history.json"
     old = orjson.loads(path.read_bytes()) if path.is_file() else {}
-    for mode, epochs in histories.items():
-        before = old.get(mode, []) if extend else []
-        old[mode] = before + [{**e, "epoch": len(before) + e["epoch"], "fine_tune": extend} for e in epochs]
+    before = old.get(mode, []) if extend else []
+    old[mode] = before + [{**e, "epoch": len(before) + e["epoch"], "fine_tune": extend} for e in epochs]
     path.write_bytes(orjson.dumps(old, option=orjson.OPT_INDENT_2))
 

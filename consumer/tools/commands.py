@@ -62,6 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               "pip install -e '.[train]'", file=sys.stderr)
         return 2
     from predictor.manifest import ManifestError
+    from predictor.runtime import ModelError
     from training.traces import TraceError, default_traces_dir
 
     if args.fine_tune and args.calibrate_only:
@@ -77,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     try:
         manifest = recalibrate(settings) if args.calibrate_only else run(settings)
-    except (TraceError, OSError, ManifestError, FineTuneError) as exc:
+    except (TraceError, OSError, ManifestError, ModelError, FineTuneError) as exc:
         print(f"pba train: {exc}", file=sys.stderr)
         return 2
     print(f"models and manifest written: {manifest}")

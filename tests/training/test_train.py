@@ -48,6 +48,16 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(x, y), name
 
 
+def exported_random_model(mode: str, out: Path, seed: int) -> tuple[torch.nn.Module, Path]:
+    """A freshly initialised model of `mode` and the ONNX file it was exported to."""
+    config = CONFIGS[mode]
+    torch.manual_seed(seed)
+    model = build_model(config).eval()
+    path = out / f"{mode}.onnx"
+    export_onnx(model, path, config.window)
+    return model, path
+
+
 def small_settings(pack: Path, out: Path) -> TrainSettings:
     return TrainSettings(
         modes=("datacenter",), traces=pack, out=out, epochs=2, patience=5, batch_size=64,
@@ -87,10 +97,7 @@ def test_training_is_reproducible_with_a_fixed_seed(tmp_path: Path) -> None:
 
 def test_onnx_export_matches_pytorch_on_random_and_generated_windows(tmp_path: Path) -> None:
     config = CONFIGS["internet"]
-    torch.manual_seed(0)
-    model = build_model(config).eval()
-    path = tmp_path / "internet.onnx"
-    export_onnx(model, path, config.window)
+    model, path = exported_random_model("internet", tmp_path, seed=0)
     random_windows = np.random.default_rng(0).normal(size=(16, 60, 11)).astype(np.float32)
     assert check_parity(model, path, random_windows) < 1e-4
     series = [("s", t) for t in synthetic_set("realistic", "internet", 2, 200, seed=2)]
@@ -154,10 +161,7 @@ def test_a_mode_trained_alone_is_the_model_a_run_of_both_trains(small_pack: Path
 
 def test_an_exported_model_imports_back_to_the_very_same_weights(tmp_path: Path) -> None:
     config = CONFIGS["datacenter"]
-    torch.manual_seed(3)
-    model = build_model(config).eval()
-    path = tmp_path / "datacenter.onnx"
-    export_onnx(model, path, config.window)
+    model, path = exported_random_model("datacenter", tmp_path, seed=3)
     back = import_onnx(path, config)
     assert_same_weights(model, back)
     with pytest.raises(ValueError, match="is not shaped as the internet model"):
