@@ -154,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         "across batch sizes, in each (sessions x threads) configuration that uses every core, the "
         "best of them being the ceiling; one call per event (naive), end to end through the "
         "embedded broker and the service as M members x T threads (`pba run --workers M "
-        "--inference-threads T`), the latency of each shape at half its rate, ingest without inference, "
-        "and memory per tracked link; print the ratios.",
+        "--inference-threads T`), the latency of each shape at half of the best end-to-end rate, "
+        "ingest without inference, and memory per tracked link; print the ratios.",
     )
     bench.add_argument("--mode", choices=("datacenter", "internet"), default="internet")
     bench.add_argument("--links", type=int, default=500, help="links in the end-to-end run")
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "adaptation, memory, end_to_end, latency (default: all; latency also runs "
                        "end_to_end for its rate, and Kafka alone at that rate as its floor)")
     bench.add_argument("--latency-rate", type=_rates, default=(), metavar="EVENTS_PER_S[,...]",
-                       help="measure latency (and Kafka alone) at this rate instead of half the "
+                       help="measure latency (and Kafka alone) at this rate instead of half the best "
                             "end-to-end rate, e.g. to compare settings at one load; several rates "
                             "sweep the load and report the highest one whose p99 stays inside the "
                             "mode's budget (what one replica can take)")

@@ -14,9 +14,9 @@ The parts run one after another, on the same machine:
   end_to_end  events pre-loaded in the embedded broker, consumed by `pba run` as M members x
               T threads (every shape that uses the cores; --threads fixes one member);
               model-sourced predictions per second from the output records' timestamps
-  latency     each M x T shape of end_to_end, events produced live at half of what it took
-              end to end (or at given rates: a sweep finds the highest one whose p99 stays
-              inside the mode's budget); time from each event's Kafka timestamp to its
+  latency     each M x T shape of end_to_end, events produced live at half of the best
+              shape's end-to-end rate (or at given rates: a sweep finds the highest one whose
+              p99 stays inside the mode's budget); time from each event's Kafka timestamp to its
               prediction's record timestamp (p50/p95/p99); and its floor: the same stream
               echoed through the broker without the service
 Ratios to the ceiling are what to compare between machines; absolute figures only with
@@ -196,10 +196,11 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 160_000,
               precision: str = "float", threads: int = 0, memory_links: int = 1_000_000,
               parts: tuple[str, ...] = PARTS, log: Any = print,
               latency_rates: tuple[float, ...] = ()) -> dict[str, Any]:
-    """Run the chosen parts. Latency runs each shape at half of its end_to_end rate, so it
-    brings that part along, unless latency_rates fixes the rate (to compare settings at one
-    load) or sweeps several (to find the load up to which p99 stays inside the mode's
-    budget)."""
+    """Run the chosen parts. Latency runs every shape at half of the best shape's end_to_end
+    rate (issue #21's yardstick: is half of what the host takes end to end held inside the
+    budget?), so it brings that part along, unless latency_rates fixes the rate (to compare
+    settings at one load) or sweeps several (to find the load up to which p99 stays inside
+    the mode's budget)."""
     settings = SessionSettings(intra_op_threads=threads, precision=precision)
     tune_garbage_collection()  # the parts that run in this process do so as `pba run` would
     result: dict[str, Any] = {"mode": mode, "precision": precision, "threads": threads,
@@ -245,8 +246,10 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 160_000,
                 result["end_to_end"] = measured_e2e[result["end_to_end_from"]]
                 ratios["end_to_end_over_ceiling"] = result["end_to_end"]["model_predictions_per_s"] / best
             if "latency" in parts:
+                rates = latency_rates or (result["end_to_end"]["model_predictions_per_s"] / 2,)
                 held = result["latency_configurations"] = latency_by_configuration(
-                    broker.bootstrap, mode, settings, min(links, 200), shapes, latency_rates, measured_e2e,
+                    broker.bootstrap, mode, settings, min(links, 200), shapes, rates,
+                    "--latency-rate" if latency_rates else "half of the best end to end", measured_e2e,
                     run, log)
                 if "end_to_end" in result:  # issue #21's yardstick: against the best shape's rate
                     within = [sweep["max_rate_within_budget"] or 0.0 for sweep in held.values()]
@@ -256,18 +259,18 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 160_000,
 
 
 def latency_by_configuration(bootstrap: str, mode: str, settings: SessionSettings, links: int,
-                             shapes: list[tuple[int, int]], rates: tuple[float, ...],
+                             shapes: list[tuple[int, int]], rates: tuple[float, ...], rate_from: str,
                              measured_e2e: dict[str, dict[str, float]], run: str,
                              log: Any) -> dict[str, dict[str, Any]]:
-    """Each M x T shape's latency at `rates`, or else at half of what it took end to end,
-    beside Kafka alone at each rate (measured once per rate: it has no shape)."""
+    """Each M x T shape's latency at the same `rates` (one load for every shape: the shapes
+    compete for it), beside Kafka alone at each rate (measured once per rate: it has no
+    shape)."""
     floors: dict[float, dict[str, float]] = {}
     out = {}
     for members, each in shapes:
         name = f"{members}x{each}"
-        own = rates or (measured_e2e[name]["model_predictions_per_s"] / 2,)
         measured = []
-        for n, per_s in enumerate(own):
+        for n, per_s in enumerate(rates):
             log(f"latency, {name} (members x threads), at {per_s:,.0f} events/s ...")
             measured.append(asyncio.run(latency(bootstrap, mode, replace(settings, intra_op_threads=each),
                                                 links, per_s, 10.0, f"{run}-{name}-{n}-lat", members)))
@@ -276,7 +279,7 @@ def latency_by_configuration(bootstrap: str, mode: str, settings: SessionSetting
                 floors[per_s] = asyncio.run(latency_floor(bootstrap, links, per_s, 10.0,
                                                           f"{run}-floor-{len(floors)}"))
         sweep = latency_sweep(mode, [(service, floors[service["rate"]]) for service in measured])
-        sweep["rate_from"] = "--latency-rate" if rates else "half of its end to end"
+        sweep["rate_from"] = rate_from
         if name in measured_e2e and sweep["max_rate_within_budget"] is not None:
             sweep["held_over_end_to_end"] = (sweep["max_rate_within_budget"]
                                              / measured_e2e[name]["model_predictions_per_s"])
