@@ -144,7 +144,7 @@ def test_sessions_do_not_busy_spin() -> None:
     assert options.intra_op_num_threads == 2
 
 
-def test_a_large_batch_runs_in_calls_of_limited_size_with_the_same_outputs(
+def test_a_large_batch_runs_in_even_calls_of_limited_size_with_the_same_outputs(
     tiny_models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = load_models(tiny_models, ("internet",)).models["internet"]
@@ -153,5 +153,6 @@ def test_a_large_batch_runs_in_calls_of_limited_size_with_the_same_outputs(
     run_call = model.run_call
     monkeypatch.setattr(model, "run_call", lambda x: calls.append(len(x)) or run_call(x))
     out = model.run(features)
-    assert calls == [ROWS_PER_CALL, ROWS_PER_CALL, 5]
+    assert sum(calls) == len(features) and len(calls) == 3 and max(calls) <= ROWS_PER_CALL
+    assert max(calls) - min(calls) <= 1  # shared evenly: no short last call
     np.testing.assert_allclose(out, run_call(features), rtol=1e-5, atol=1e-5)
