@@ -30,8 +30,12 @@ from predictor.manifest import (
 
 log = logging.getLogger(__name__)
 
-#: most rows in one ONNX Runtime call (OnnxModel.run splits larger batches)
+#: most rows in one ONNX Runtime call (OnnxModel.run splits larger batches), by whether
+#: the session has one intra-op thread or several: one thread ran fastest on 16-32 rows
+#: a call on both machines this project measured (datacenter 21,405 against 15,875/s at
+#: 128), two threads on 64-128 (docs/BENCHMARKS.md, tenth session)
 ROWS_PER_CALL = 128
+ROWS_PER_CALL_ONE_THREAD = 32
 
 
 class ModelError(RuntimeError):
@@ -47,9 +51,17 @@ class SessionSettings:
     precision: str = FLOAT  # or INT8 when the manifest lists that variant
     use_cuda: bool = True  # when onnxruntime has the CUDA provider
 
+    @property
+    def threads(self) -> int:
+        return self.intra_op_threads or (os.cpu_count() or 1)
+
+    @property
+    def rows_per_call(self) -> int:
+        return ROWS_PER_CALL_ONE_THREAD if self.threads == 1 else ROWS_PER_CALL
+
     def session_options(self) -> ort.SessionOptions:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.intra_op_threads or (os.cpu_count() or 1)
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -70,6 +82,7 @@ class OnnxModel:
 
     def __init__(self, spec: ModelSpec, settings: SessionSettings = SessionSettings()) -> None:
         self.spec = spec
+        self.rows_per_call = settings.rows_per_call
         path = self.path = verified_file(spec, settings.precision)
         self.version = spec.version if settings.precision == FLOAT else (
             f"{spec.version}-{settings.precision}"
@@ -101,15 +114,15 @@ class OnnxModel:
             raise ModelError(f"{self.path}: a trial batch gave {trial.shape} / non-finite output")
 
     def run(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Outputs for any number of rows, in calls of at most ROWS_PER_CALL: the LSTM
+        """Outputs for any number of rows, in calls of at most rows_per_call: the LSTM
         kernels ran 13-19 % faster on 128 rows than on 1,024 on this project's machine
         (the state of a smaller batch stays in cache; docs/BENCHMARKS.md). The rows are
         shared evenly between the calls: a short last call costs nearly a full one's
         overhead (140 rows as 70 + 70 ran 21-22 % faster than as 128 + 12)."""
         n = features.shape[0]
-        if n <= ROWS_PER_CALL:
+        if n <= self.rows_per_call:
             return self.run_call(features)
-        calls = -(-n // ROWS_PER_CALL)
+        calls = -(-n // self.rows_per_call)
         return np.concatenate([self.run_call(part) for part in np.array_split(features, calls)])
 
     def run_call(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
