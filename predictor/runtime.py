@@ -30,12 +30,16 @@ from predictor.manifest import (
 
 log = logging.getLogger(__name__)
 
-#: most rows in one ONNX Runtime call (OnnxModel.run splits larger batches), by whether
-#: the session has one intra-op thread or several: one thread ran fastest on 16-32 rows
-#: a call on both machines this project measured (datacenter 21,405 against 15,875/s at
-#: 128), two threads on 64-128 (docs/BENCHMARKS.md, tenth session)
-ROWS_PER_CALL = 128
-ROWS_PER_CALL_ONE_THREAD = 32
+#: rows x window steps per intra-op thread in one ONNX Runtime call on the CPU
+#: (OnnxModel.run splits larger batches): an LSTM call runs fastest while its rows' gate
+#: buffers stay in cache, so the rows per call shrink with a longer window and grow with
+#: the threads sharing them. 960 gives datacenter (30 steps) 32 rows per thread and
+#: internet (60 steps) 16, the fastest or within noise of it in every case measured
+#: (docs/BENCHMARKS.md, tenth session); 128 rows, the size before, ran one-thread
+#: datacenter sessions at 15,875 against 21,405 predictions/s.
+CELLS_PER_THREAD = 960
+#: rows per call on the CUDA provider (not measured on a GPU: the size before)
+ROWS_PER_CALL_CUDA = 128
 
 
 class ModelError(RuntimeError):
@@ -55,9 +59,10 @@ class SessionSettings:
     def threads(self) -> int:
         return self.intra_op_threads or (os.cpu_count() or 1)
 
-    @property
-    def rows_per_call(self) -> int:
-        return ROWS_PER_CALL_ONE_THREAD if self.threads == 1 else ROWS_PER_CALL
+    def rows_per_call(self, window: int, provider: str = "CPUExecutionProvider") -> int:
+        if provider == "CUDAExecutionProvider":
+            return ROWS_PER_CALL_CUDA
+        return max(1, CELLS_PER_THREAD * self.threads // window)
 
     def session_options(self) -> ort.SessionOptions:
         options = ort.SessionOptions()
@@ -82,7 +87,6 @@ class OnnxModel:
 
     def __init__(self, spec: ModelSpec, settings: SessionSettings = SessionSettings()) -> None:
         self.spec = spec
-        self.rows_per_call = settings.rows_per_call
         path = self.path = verified_file(spec, settings.precision)
         self.version = spec.version if settings.precision == FLOAT else (
             f"{spec.version}-{settings.precision}"
@@ -93,6 +97,7 @@ class OnnxModel:
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"ONNX Runtime cannot load {spec.mode} model {path}: {exc}") from None
+        self.rows_per_call = settings.rows_per_call(spec.window, self.session.get_providers()[0])
         self._check_signature()
 
     def _check_signature(self) -> None:

@@ -60,8 +60,8 @@ with EmbeddedBroker() as broker:
             print(f"round {n}: {tree} {rates[tree][-1]:,}/s", file=sys.stderr, flush=True)
 
 medians = {t: statistics.median(r) for t, r in rates.items()}
-print(json.dumps({"shape": args.shape, "mode": args.mode, "events": args.events,
-                  "figure": f"p99 ms at {args.latency_rate:g}/s" if args.latency_rate else "model predictions/s",
+figure = f"p99 ms at {args.latency_rate:g}/s" if args.latency_rate else "model predictions/s"
+print(json.dumps({"shape": args.shape, "mode": args.mode, "events": args.events, "figure": figure,
                   "runs": rates,
                   "median": medians,
                   "median_over_first": {t: round(m / medians[trees[0]], 3) for t, m in medians.items()}},

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from predictor.manifest import MANIFEST_NAME, ManifestError, load_manifest
-from predictor.runtime import ROWS_PER_CALL, ROWS_PER_CALL_ONE_THREAD, ModelError, SessionSettings, load_models
+from predictor.runtime import CELLS_PER_THREAD, ROWS_PER_CALL_CUDA, ModelError, SessionSettings, load_models
 
 
 @pytest.fixture
@@ -148,23 +148,20 @@ def test_a_large_batch_runs_in_even_calls_of_limited_size_with_the_same_outputs(
     tiny_models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = load_models(tiny_models, ("internet",), SessionSettings(intra_op_threads=2)).models["internet"]
-    assert model.rows_per_call == ROWS_PER_CALL
-    features = np.random.default_rng(0).normal(size=(ROWS_PER_CALL * 2 + 5, 60, 11)).astype(np.float32)
+    assert model.rows_per_call == CELLS_PER_THREAD * 2 // 60
+    features = np.random.default_rng(0).normal(size=(model.rows_per_call * 2 + 5, 60, 11)).astype(np.float32)
     calls: list[int] = []
     run_call = model.run_call
     monkeypatch.setattr(model, "run_call", lambda x: calls.append(len(x)) or run_call(x))
     out = model.run(features)
-    assert sum(calls) == len(features) and len(calls) == 3 and max(calls) <= ROWS_PER_CALL
+    assert sum(calls) == len(features) and len(calls) == 3 and max(calls) <= model.rows_per_call
     assert max(calls) - min(calls) <= 1  # shared evenly: no short last call
     np.testing.assert_allclose(out, run_call(features), rtol=1e-5, atol=1e-5)
 
 
-def test_a_one_thread_session_calls_with_fewer_rows(tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    one = load_models(tiny_models, ("internet",), SessionSettings(intra_op_threads=1)).models["internet"]
-    assert one.rows_per_call == ROWS_PER_CALL_ONE_THREAD < ROWS_PER_CALL
-    calls: list[int] = []
-    run_call = one.run_call
-    monkeypatch.setattr(one, "run_call", lambda x: calls.append(len(x)) or run_call(x))
-    one.run(np.zeros((70, 60, 11), dtype=np.float32))
-    assert calls == [24, 23, 23]
-    assert SessionSettings(intra_op_threads=3).rows_per_call == ROWS_PER_CALL
+def test_rows_per_call_shrink_with_the_window_and_grow_with_the_threads() -> None:
+    one, two = SessionSettings(intra_op_threads=1), SessionSettings(intra_op_threads=2)
+    assert (one.rows_per_call(30), one.rows_per_call(60)) == (32, 16)  # datacenter, internet
+    assert (two.rows_per_call(30), two.rows_per_call(60)) == (64, 32)
+    assert one.rows_per_call(2000) == 1
+    assert two.rows_per_call(30, "CUDAExecutionProvider") == ROWS_PER_CALL_CUDA
