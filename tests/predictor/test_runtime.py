@@ -165,3 +165,16 @@ def test_rows_per_call_shrink_with_the_window_and_grow_with_the_threads() -> Non
     assert (two.rows_per_call(30), two.rows_per_call(60)) == (64, 32)
     assert one.rows_per_call(2000) == 1
     assert two.rows_per_call(30, "CUDAExecutionProvider") == ROWS_PER_CALL_CUDA
+
+
+def test_a_rows_outputs_do_not_depend_on_its_call_or_the_threads(tiny_models: Path) -> None:
+    """Rows per call follow the threads, so a member of another thread count (after a
+    rebalance or a restart) must predict the very same bits for the same window."""
+    features = np.random.default_rng(1).normal(size=(150, 60, 11)).astype(np.float32)
+    outputs = []
+    for threads in (1, 2):
+        settings = SessionSettings(intra_op_threads=threads)
+        model = load_models(tiny_models, ("internet",), settings).models["internet"]
+        outputs += [model.run(features), model.run_call(features), model.run_call(features[:1])]
+    for out in outputs:
+        np.testing.assert_array_equal(out, outputs[0][: len(out)])
