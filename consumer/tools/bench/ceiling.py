@@ -44,16 +44,16 @@ def rate(fn: Any, items: int, seconds: float, repeats: int) -> float:
 
 
 def one_session(mode: str, settings: SessionSettings, seconds: float = 1.0, repeats: int = 3,
-                start_at: float = 0.0) -> dict[int, float]:
+                start_at: float = 0.0, batches: tuple[int, ...] = BATCHES) -> dict[int, float]:
     """Predictions/s of one session with settings' threads, by batch size (from start_at,
     a time.time(), so that sessions in several processes time the same stretch)."""
     model = load_models(None, (mode,), settings).models[mode]
     steps = WINDOW_STEPS[mode_code(mode)]
     trace = realistic(mode, 2000, np.random.default_rng(0))
     windows, _ = sliding_windows(trace, steps)
-    features, _ = build_features(windows[: max(BATCHES)], steps)
+    features, _ = build_features(windows[: max(batches)], steps)
     time.sleep(max(0.0, start_at - time.time()))
-    return {b: rate(lambda b=b: model.run_call(features[:b]), b, seconds, repeats) for b in BATCHES}
+    return {b: rate(lambda b=b: model.run_call(features[:b]), b, seconds, repeats) for b in batches}
 
 
 def configurations(cores: int) -> list[tuple[int, int]]:
