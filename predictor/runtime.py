@@ -119,11 +119,10 @@ class OnnxModel:
             raise ModelError(f"{self.path}: a trial batch gave {trial.shape} / non-finite output")
 
     def run(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Outputs for any number of rows, in calls of at most rows_per_call: the LSTM
-        kernels ran 13-19 % faster on 128 rows than on 1,024 on this project's machine
-        (the state of a smaller batch stays in cache; docs/BENCHMARKS.md). The rows are
-        shared evenly between the calls: a short last call costs nearly a full one's
-        overhead (140 rows as 70 + 70 ran 21-22 % faster than as 128 + 12)."""
+        """Outputs for any number of rows, in calls of at most rows_per_call (why that many:
+        CELLS_PER_THREAD). The rows are shared evenly between the calls: a short last call
+        costs nearly a full one's overhead (140 rows as 70 + 70 ran 21-22 % faster than as
+        128 + 12)."""
         n = features.shape[0]
         if n <= self.rows_per_call:
             return self.run_call(features)
