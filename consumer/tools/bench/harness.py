@@ -116,14 +116,15 @@ async def end_to_end(bootstrap: str, mode: str, settings: SessionSettings, links
                      run: str, members: int = 1) -> dict[str, float]:
     """Events pre-loaded, then `members` `pba run` processes in one group consume them;
     model-sourced predictions per second from the output records' own timestamps (the
-    members' group join counts in it)."""
+    members' group join counts in it), read once the group has committed the input."""
     steps = WINDOW_STEPS[mode_code(mode)]
     per_link = max(steps + 20, events // links)
     messages = load.events(links, per_link, mode)
     inp, out = await load.topics(bootstrap, run)
     await load.produce(bootstrap, inp, messages)
     with load.service(bootstrap, run, mode, settings, members) as service:
-        records = await load.collect(bootstrap, out, len(messages), 900, service)
+        await load.consumed(bootstrap, f"g-{run}", inp, 900, service)
+    records = await load.collect(bootstrap, out, len(messages), 120)
     model_ts = sorted(r.timestamp for r in records if b'"source":"model"' in r.value)
     span = max((model_ts[-1] - model_ts[0]) / 1000.0, 1e-3) if len(model_ts) > 1 else float("nan")
     all_ts = sorted(r.timestamp for r in records)
