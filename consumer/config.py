@@ -66,7 +66,8 @@ class ServiceConfig:
         "model variant (int8: faster, 0.0-1.1 points of hit rate below float; docs/MODEL_CARD.md)",
         choices=PRECISIONS))
     inference_threads: int = field(default=0, metadata=_help(
-        "ONNX Runtime intra-op threads of each worker (0: the worker's share of the cores)"))
+        "inference threads of each worker, each running a share of a batch on an ONNX Runtime "
+        "session of its own (0: the worker's share of the cores)"))
     workers: int = field(default=1, metadata=_help(
         "consumer-group members started together in processes of their own, each with its "
         "share of the cores; on 2 cores, 2 workers with 1 inference thread each predicted "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,14 +31,13 @@ from predictor.manifest import (
 
 log = logging.getLogger(__name__)
 
-#: rows x window steps per intra-op thread in one ONNX Runtime call on the CPU
-#: (OnnxModel.run splits larger batches): an LSTM call runs fastest while its rows' gate
-#: buffers stay in cache, so the rows per call shrink with a longer window and grow with
-#: the threads sharing them. 960 gives datacenter (30 steps) 32 rows per thread and
+#: rows x window steps in one ONNX Runtime call on the CPU (OnnxModel.run splits larger
+#: batches): an LSTM call runs fastest while its rows' gate buffers stay in cache, so the
+#: rows per call shrink with a longer window. 960 gives datacenter (30 steps) 32 rows and
 #: internet (60 steps) 16, the fastest or within noise of it in every case measured
 #: (docs/BENCHMARKS.md, tenth session); 128 rows, the size before, ran one-thread
 #: datacenter sessions at 15,875 against 21,405 predictions/s.
-CELLS_PER_THREAD = 960
+CELLS_PER_CALL = 960
 #: rows per call on the CUDA provider (not measured on a GPU: the size before)
 ROWS_PER_CALL_CUDA = 128
 
@@ -51,7 +51,7 @@ class SessionSettings:
     """ONNX Runtime settings. Threads default to the host's cores; no busy-spinning, so
     idle inference threads do not steal the CPU from the event loop beside them."""
 
-    intra_op_threads: int = 0  # 0: all cores
+    intra_op_threads: int = 0  # 0: all cores (on the CPU: that many lanes, OnnxModel)
     precision: str = FLOAT  # or INT8 when the manifest lists that variant
     use_cuda: bool = True  # when onnxruntime has the CUDA provider
 
@@ -62,11 +62,12 @@ class SessionSettings:
     def rows_per_call(self, window: int, provider: str = "CPUExecutionProvider") -> int:
         if provider == "CUDAExecutionProvider":
             return ROWS_PER_CALL_CUDA
-        return max(1, CELLS_PER_THREAD * self.threads // window)
+        return max(1, CELLS_PER_CALL // window)
 
     def session_options(self) -> ort.SessionOptions:
+        """One intra-op thread: a model's threads are its lanes (OnnxModel)."""
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -83,26 +84,41 @@ class SessionSettings:
 
 
 class OnnxModel:
-    """One verified model: run(features (B, window, F) float32) -> (B, 3) log-ratio quantiles."""
+    """One verified model: run(features (B, window, F) float32) -> (B, 3) log-ratio quantiles.
+
+    On the CPU it runs in `settings.threads` lanes: sessions of one intra-op thread each,
+    a batch's rows shared between them and run side by side (ONNX Runtime releases the
+    GIL). One session of two intra-op threads ran 5-15 % fewer predictions per second than
+    two lanes (docs/BENCHMARKS.md, eleventh session): it synchronises its threads at every
+    step of the LSTM, where lanes meet once per batch, and a thread that another process
+    keeps off its core for a moment then holds up every step instead of one join."""
 
     def __init__(self, spec: ModelSpec, settings: SessionSettings = SessionSettings()) -> None:
         self.spec = spec
-        path = self.path = verified_file(spec, settings.precision)
+        self.path = verified_file(spec, settings.precision)
         self.version = spec.version if settings.precision == FLOAT else (
             f"{spec.version}-{settings.precision}"
         )
-        try:
-            self.session = ort.InferenceSession(
-                str(path), sess_options=settings.session_options(), providers=settings.providers()
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"ONNX Runtime cannot load {spec.mode} model {path}: {exc}") from None
-        self.rows_per_call = settings.rows_per_call(spec.window, self.session.get_providers()[0])
+        self.sessions = [self._open(settings)]
+        provider = self.sessions[0].get_providers()[0]
+        if provider == "CPUExecutionProvider":  # a GPU runs a batch as one call
+            self.sessions += [self._open(settings) for _ in range(settings.threads - 1)]
+        self.rows_per_call = settings.rows_per_call(spec.window, provider)
+        self._lanes = (ThreadPoolExecutor(len(self.sessions) - 1, thread_name_prefix=f"pba-{spec.mode}-lane")
+                       if len(self.sessions) > 1 else None)
         self._check_signature()
 
+    def _open(self, settings: SessionSettings) -> ort.InferenceSession:
+        try:
+            return ort.InferenceSession(str(self.path), sess_options=settings.session_options(),
+                                        providers=settings.providers())
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"ONNX Runtime cannot load {self.spec.mode} model {self.path}: {exc}") from None
+
     def _check_signature(self) -> None:
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name: o for o in self.session.get_outputs()}
+        session = self.sessions[0]
+        inputs = {i.name: i for i in session.get_inputs()}
+        outputs = {o.name: o for o in session.get_outputs()}
         if self.spec.input_name not in inputs or self.spec.output_name not in outputs:
             raise ModelError(
                 f"{self.path}: expected input {self.spec.input_name!r} and output "
@@ -119,19 +135,35 @@ class OnnxModel:
             raise ModelError(f"{self.path}: a trial batch gave {trial.shape} / non-finite output")
 
     def run(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Outputs for any number of rows, in calls of at most rows_per_call (why that many:
-        CELLS_PER_THREAD). The rows are shared evenly between the calls: a short last call
-        costs nearly a full one's overhead (140 rows as 70 + 70 ran 21-22 % faster than as
-        128 + 12)."""
+        """Outputs for any number of rows: shared evenly between the lanes, each lane's in
+        calls of at most rows_per_call (why that many: CELLS_PER_CALL), the calling thread
+        running the first lane. No rows, no call (ONNX Runtime aborts the process on an
+        empty batch)."""
+        if features.shape[0] == 0:
+            return np.empty((0, len(OUTPUTS)), dtype=np.float32)
+        parts = np.array_split(features, max(1, min(len(self.sessions), features.shape[0])))
+        if self._lanes is None or len(parts) == 1:
+            return self._run_lane(parts[0], self.sessions[0])
+        others = [self._lanes.submit(self._run_lane, part, session)
+                  for part, session in zip(parts[1:], self.sessions[1:], strict=True)]
+        first = self._run_lane(parts[0], self.sessions[0])
+        return np.concatenate([first, *(lane.result() for lane in others)])
+
+    def _run_lane(self, features: npt.NDArray[np.float32],
+                  session: ort.InferenceSession) -> npt.NDArray[np.float32]:
+        """The rows in calls shared evenly: a short last call costs nearly a full one's
+        overhead (140 rows as 70 + 70 ran 21-22 % faster than as 128 + 12)."""
         n = features.shape[0]
         if n <= self.rows_per_call:
-            return self.run_call(features)
+            return self.run_call(features, session)
         calls = -(-n // self.rows_per_call)
-        return np.concatenate([self.run_call(part) for part in np.array_split(features, calls)])
+        return np.concatenate([self.run_call(part, session) for part in np.array_split(features, calls)])
 
-    def run_call(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """One ONNX Runtime call on all the rows given."""
-        (out,) = self.session.run([self.spec.output_name], {self.spec.input_name: features})
+    def run_call(self, features: npt.NDArray[np.float32],
+                 session: ort.InferenceSession | None = None) -> npt.NDArray[np.float32]:
+        """One ONNX Runtime call on all the rows given (on the first lane's session unless
+        another is given)."""
+        (out,) = (session or self.sessions[0]).run([self.spec.output_name], {self.spec.input_name: features})
         return np.asarray(out, dtype=np.float32).reshape(features.shape[0], -1)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from predictor.manifest import MANIFEST_NAME, ManifestError, load_manifest
-from predictor.runtime import CELLS_PER_THREAD, ROWS_PER_CALL_CUDA, ModelError, SessionSettings, load_models
+from predictor.runtime import CELLS_PER_CALL, ROWS_PER_CALL_CUDA, ModelError, SessionSettings, load_models
 
 
 @pytest.fixture
@@ -138,31 +139,53 @@ def test_missing_variant_is_named(tiny_models: Path) -> None:
         load_models(tiny_models, settings=SessionSettings(precision="int8"))
 
 
-def test_sessions_do_not_busy_spin() -> None:
+def test_sessions_do_not_busy_spin_and_have_one_thread_each() -> None:
     options = SessionSettings(intra_op_threads=2).session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    assert options.intra_op_num_threads == 2
+    assert options.intra_op_num_threads == 1  # a model's threads are its lanes
 
 
-def test_a_large_batch_runs_in_even_calls_of_limited_size_with_the_same_outputs(
+def test_a_batch_is_shared_between_the_lanes_in_even_calls_of_limited_size(
     tiny_models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = load_models(tiny_models, ("internet",), SessionSettings(intra_op_threads=2)).models["internet"]
-    assert model.rows_per_call == CELLS_PER_THREAD * 2 // 60
-    features = np.random.default_rng(0).normal(size=(model.rows_per_call * 2 + 5, 60, 11)).astype(np.float32)
-    calls: list[int] = []
+    assert len(model.sessions) == 2 and model.rows_per_call == CELLS_PER_CALL // 60
+    features = np.random.default_rng(0).normal(size=(model.rows_per_call * 4 + 10, 60, 11)).astype(np.float32)
+    calls: list[tuple[int, int, str]] = []
     run_call = model.run_call
-    monkeypatch.setattr(model, "run_call", lambda x: calls.append(len(x)) or run_call(x))
+
+    def counted(x: np.ndarray, session: object = None) -> np.ndarray:
+        lane = model.sessions.index(session or model.sessions[0])
+        calls.append((len(x), lane, threading.current_thread().name))
+        return run_call(x, session)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model, "run_call", counted)
     out = model.run(features)
-    assert sum(calls) == len(features) and len(calls) == 3 and max(calls) <= model.rows_per_call
-    assert max(calls) - min(calls) <= 1  # shared evenly: no short last call
+    assert sum(n for n, _, _ in calls) == len(features) and len(calls) == 6
+    assert max(n for n, _, _ in calls) <= model.rows_per_call
+    assert max(n for n, _, _ in calls) - min(n for n, _, _ in calls) <= 1  # shared evenly: no short last call
+    assert {lane for _, lane, _ in calls} == {0, 1}  # both lanes served it
+    assert len({thread for _, _, thread in calls}) == 2  # each on a thread of its own, side by side
     np.testing.assert_allclose(out, run_call(features), rtol=1e-5, atol=1e-5)
 
 
-def test_rows_per_call_shrink_with_the_window_and_grow_with_the_threads() -> None:
+def test_a_single_row_runs_on_one_lane_and_no_rows_on_none(
+    tiny_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load_models(tiny_models, ("internet",), SessionSettings(intra_op_threads=2)).models["internet"]
+    calls: list[int] = []
+    run_call = model.run_call
+    monkeypatch.setattr(model, "run_call",
+                        lambda x, session=None: calls.append(len(x)) or run_call(x, session))
+    one = np.zeros((1, 60, 11), dtype=np.float32)
+    assert model.run(one).shape == (1, 3) and calls == [1]
+    assert model.run(one[:0]).shape == (0, 3) and calls == [1]  # ONNX Runtime would abort on it
+
+
+def test_rows_per_call_shrink_with_the_window() -> None:
     one, two = SessionSettings(intra_op_threads=1), SessionSettings(intra_op_threads=2)
     assert (one.rows_per_call(30), one.rows_per_call(60)) == (32, 16)  # datacenter, internet
-    assert (two.rows_per_call(30), two.rows_per_call(60)) == (64, 32)
+    assert (two.rows_per_call(30), two.rows_per_call(60)) == (32, 16)  # per lane: threads add lanes
     assert one.rows_per_call(2000) == 1
     assert two.rows_per_call(30, "CUDAExecutionProvider") == ROWS_PER_CALL_CUDA
 

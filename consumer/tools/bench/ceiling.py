@@ -44,16 +44,20 @@ def rate(fn: Any, items: int, seconds: float, repeats: int) -> float:
 
 
 def one_session(mode: str, settings: SessionSettings, seconds: float = 1.0, repeats: int = 3,
-                start_at: float = 0.0, batches: tuple[int, ...] = BATCHES) -> dict[int, float]:
-    """Predictions/s of one session with settings' threads, by batch size (from start_at,
-    a time.time(), so that sessions in several processes time the same stretch)."""
+                start_at: float = 0.0, batches: tuple[int, ...] = BATCHES,
+                single_call: bool = False) -> dict[int, float]:
+    """Predictions/s of one model with settings' threads, by batch size, as the service
+    runs a batch (its lanes, its calls' size; single_call: each batch as one ONNX Runtime
+    call on one lane, to choose the calls' size). From start_at, a time.time(), so that
+    sessions in several processes time the same stretch."""
     model = load_models(None, (mode,), settings).models[mode]
     steps = WINDOW_STEPS[mode_code(mode)]
     trace = realistic(mode, 2000, np.random.default_rng(0))
     windows, _ = sliding_windows(trace, steps)
     features, _ = build_features(windows[: max(batches)], steps)
     time.sleep(max(0.0, start_at - time.time()))
-    return {b: rate(lambda b=b: model.run_call(features[:b]), b, seconds, repeats) for b in batches}
+    run = model.run_call if single_call else model.run
+    return {b: rate(lambda b=b: run(features[:b]), b, seconds, repeats) for b in batches}
 
 
 def configurations(cores: int) -> list[tuple[int, int]]:
