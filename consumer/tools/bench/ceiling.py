@@ -4,7 +4,8 @@ One session with every core's thread is not always that: on two cores, two proce
 one thread each, side by side, ran 13 % more datacenter predictions per second (issue
 #21). So the ceiling is the best of the (sessions x threads) configurations that use
 every core once: 1 x cores, cores x 1 and the splits between; sessions run in processes
-of their own, at the same time, their rates summed.
+of their own, at the same time, their rates summed. A session of T threads is the
+model as the service runs it, T lanes in one process (predictor/runtime.py).
 """
 
 from __future__ import annotations
