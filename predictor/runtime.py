@@ -104,9 +104,18 @@ class OnnxModel:
         if provider == "CPUExecutionProvider":  # a GPU runs a batch as one call
             self.sessions += [self._open(settings) for _ in range(settings.threads - 1)]
         self.rows_per_call = settings.rows_per_call(spec.window, provider)
-        self._lanes = (ThreadPoolExecutor(len(self.sessions) - 1, thread_name_prefix=f"pba-{spec.mode}-lane")
-                       if len(self.sessions) > 1 else None)
+        self._lanes: ThreadPoolExecutor | None = None
+        self._lanes_pid = 0
         self._check_signature()
+
+    def _lane_threads(self) -> ThreadPoolExecutor:
+        """The threads of the lanes after the first, started in this process: a forked
+        child inherits the pool but none of its threads, and would wait on it forever."""
+        if self._lanes is None or self._lanes_pid != os.getpid():
+            self._lanes = ThreadPoolExecutor(len(self.sessions) - 1,
+                                             thread_name_prefix=f"pba-{self.spec.mode}-lane")
+            self._lanes_pid = os.getpid()
+        return self._lanes
 
     def _open(self, settings: SessionSettings) -> ort.InferenceSession:
         try:
@@ -142,9 +151,10 @@ class OnnxModel:
         if features.shape[0] == 0:
             return np.empty((0, len(OUTPUTS)), dtype=np.float32)
         parts = np.array_split(features, max(1, min(len(self.sessions), features.shape[0])))
-        if self._lanes is None or len(parts) == 1:
+        if len(parts) == 1:
             return self._run_lane(parts[0], self.sessions[0])
-        others = [self._lanes.submit(self._run_lane, part, session)
+        lanes = self._lane_threads()
+        others = [lanes.submit(self._run_lane, part, session)
                   for part, session in zip(parts[1:], self.sessions[1:], strict=True)]
         first = self._run_lane(parts[0], self.sessions[0])
         return np.concatenate([first, *(lane.result() for lane in others)])

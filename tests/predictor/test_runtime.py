@@ -4,6 +4,7 @@ or, with fallback allowed, reported and replaced by the heuristic, never a const
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -201,3 +202,25 @@ def test_a_rows_outputs_do_not_depend_on_its_call_or_the_threads(tiny_models: Pa
         outputs += [model.run(features), model.run_call(features), model.run_call(features[:1])]
     for out in outputs:
         np.testing.assert_array_equal(out, outputs[0][: len(out)])
+
+
+def test_a_forked_child_runs_the_lanes_it_inherited(tiny_models: Path) -> None:
+    """A child forked after the lanes ran (e.g. a pre-forking server around predictor.api)
+    gets the pool but none of its threads: it must start its own, not wait forever."""
+    model = load_models(tiny_models, ("internet",), SessionSettings(intra_op_threads=2)).models["internet"]
+    features = np.random.default_rng(2).normal(size=(40, 60, 11)).astype(np.float32)
+    expected = model.run(features)  # the parent's lane thread exists now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: exits without returning into pytest
+        try:
+            os.write(write, model.run(features).tobytes())
+        finally:
+            os._exit(0)
+    os.close(write)
+    got = b""
+    with os.fdopen(read, "rb") as pipe:
+        for chunk in iter(lambda: pipe.read(1 << 16), b""):
+            got += chunk
+    os.waitpid(pid, 0)
+    np.testing.assert_array_equal(np.frombuffer(got, dtype=np.float32).reshape(expected.shape), expected)
