@@ -150,7 +150,7 @@ class OnnxModel:
         empty batch)."""
         if features.shape[0] == 0:
             return np.empty((0, len(OUTPUTS)), dtype=np.float32)
-        parts = np.array_split(features, max(1, min(len(self.sessions), features.shape[0])))
+        parts = np.array_split(features, min(len(self.sessions), features.shape[0]))
         if len(parts) == 1:
             return self._run_lane(parts[0], self.sessions[0])
         lanes = self._lane_threads()
