@@ -3,6 +3,7 @@ confidence designs, simulated offline on the shipped models' walk-forward output
 
     python scripts/adaptation-experiments.py cache [MODELS_DIR]  # replay validation + test groups once
     python scripts/adaptation-experiments.py sweep               # the designs compared (seconds each)
+    python scripts/adaptation-experiments.py scale               # the models' point times 0.94..1.02
 
 `cache` replays the traces' validation and test groups through the service's link
 predictor with the adaptation off (the models' own forecasts, as served in auto mode)
@@ -243,6 +244,7 @@ DESIGNS = {
     "models + last value, decay 0.98": dict(experts=("lstm", "last"), decay=0.98, prior=3),
     "shipped: models + last value + median 5, decay 0.98, margin 1":
         dict(experts=("lstm", "last", "med5"), decay=0.98, prior=3, margin=1),
+    "the same, margin 2": dict(experts=("lstm", "last", "med5"), decay=0.98, prior=3, margin=2),
 }
 
 
@@ -257,5 +259,21 @@ def sweep() -> None:
                 gamma=0.02, extra={"reserve": "ratio"}, **{"prior_corr": 0, **kw})), verbose=False)
 
 
+def scale() -> None:
+    """Whether the models' point sits where the hit window wants it: a model whose loss
+    matches the window scores best near a factor of 1 (models alone, no adaptation)."""
+    names = list(window_experts(np.arange(5.0)).keys())
+    for role in ("validation", "test"):
+        d, E = load(role), np.load(CACHE / f"{role}-experts.npy")
+        rows, a = scored_rows(d)
+        src = np.repeat(d["sources"], d["lengths"] - 1)
+        model = d["label"][rows] != FALLBACK
+        last = hits(E[rows, names.index("last")], a)
+        for factor in (0.94, 0.96, 0.97, 0.98, 0.99, 1.0, 1.01, 1.02):
+            hit = hits(d["predicted"][rows] * np.where(model, factor, 1.0), a)
+            gain = [100 * (hit[src == s].mean() - last[src == s].mean()) for s in sorted(set(src))]
+            print(f"{role:10s} x {factor:.2f}: macro over the last value {np.mean(gain):+.2f}")
+
+
 if __name__ == "__main__":
-    {"cache": cache, "sweep": sweep}[sys.argv[1] if len(sys.argv) > 1 else "sweep"](*sys.argv[2:])
+    {"cache": cache, "sweep": sweep, "scale": scale}[sys.argv[1] if len(sys.argv) > 1 else "sweep"](*sys.argv[2:])
