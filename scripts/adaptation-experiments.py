@@ -276,4 +276,5 @@ def scale() -> None:
 
 
 if __name__ == "__main__":
-    {"cache": cache, "sweep": sweep, "scale": scale}[sys.argv[1] if len(sys.argv) > 1 else "sweep"](*sys.argv[2:])
+    command = sys.argv[1] if len(sys.argv) > 1 else "sweep"
+    {"cache": cache, "sweep": sweep, "scale": scale}[command](*sys.argv[2:])
