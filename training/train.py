@@ -192,13 +192,14 @@ def fit(
                 schedule.step()
             total += loss.item() * len(idx)
         val_loss = evaluate_loss(model, x_va, y_va, settings.batch_size * 8)
+        improved = val_loss < best_loss - 1e-5
         history.append({"epoch": epoch + 1, "train_loss": total / len(y_tr), "val_loss": val_loss,
-                        "learning_rate": optimiser.param_groups[0]["lr"]})
+                        "learning_rate": optimiser.param_groups[0]["lr"], "improved": improved})
         log.info("%s epoch %d: train loss %.4f, validation loss %.4f",
                  config.mode, epoch + 1, total / len(y_tr), val_loss)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(train=f"{total / len(y_tr):.4f}", val=f"{val_loss:.4f}")
-        if val_loss < best_loss - 1e-5:
+        if improved:
             best_loss, stale = val_loss, 0
             best_state = _snapshot(model)
         else:
@@ -282,8 +283,8 @@ def run(settings: TrainSettings) -> Path:
     validation_real = read_segments(roles["validation"], read)
     validation_traces = [trace for _, trace in validation_real]
     settings.out.mkdir(parents=True, exist_ok=True)
-    existing = _existing_entries(settings.out, settings.modes)
-    entries: dict[str, dict[str, Any]] = dict(existing)
+    before = _existing_entries(settings.out)
+    entries = {m: e for m, e in before.items() if m not in settings.modes}
     fallback_cal = None
     for mode in settings.modes:
         config = CONFIGS[mode]
@@ -298,8 +299,15 @@ def run(settings: TrainSettings) -> Path:
         valid = collect(gather(validation_real, syn_valid, mode), config.window,
                         settings.validation_windows_per_source, rng)
         log.info("%s: %d training and %d validation windows", mode, len(train), len(valid))
+        if fallback_cal is None:
+            fallback_cal = calibrate_fallback(valid.real_only())
         start, base = starts.get(mode, (None, None))
         model, history = fit(config, train, valid, settings, start)
+        if settings.fine_tune and not any(h["improved"] for h in history):
+            log.warning("%s: no epoch beat the model the fine-tune started from on validation; "
+                        "it stays as it was (%s)", mode, before[mode]["version"])
+            entries[mode] = before[mode]
+            continue
         path = settings.out / f"{mode}.onnx"
         export_onnx(model, path, config.window)
         check_parity(model, path, valid.x[:256])
@@ -320,8 +328,6 @@ def run(settings: TrainSettings) -> Path:
                 **fit_stats,
             }},
         )
-        if fallback_cal is None:
-            fallback_cal = calibrate_fallback(valid.real_only())
         # written after each mode, so a long run that is stopped keeps what it finished
         write_manifest(settings.out, entries, fallback_cal)
         _save_history(settings.out, mode, history, extend=settings.fine_tune)
@@ -376,15 +382,16 @@ def _spec(mode: str, path: Path, window: int) -> ModelSpec:
                      Calibration("none", (0.0,), (0.5,)))
 
 
-def _existing_entries(out: Path, retrained: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Keep the manifest entries of modes not retrained this time (e.g. --mode internet)."""
+def _existing_entries(out: Path) -> dict[str, dict[str, Any]]:
+    """The manifest entries already in `out`: those of modes not trained this time stay
+    (e.g. --mode internet), as does a fine-tune's starting model that no epoch beat."""
     import orjson
 
     path = out / "manifest.json"
     if not path.is_file():
         return {}
     data = orjson.loads(path.read_bytes())
-    return {m: e for m, e in data.get("models", {}).items() if m not in retrained}
+    return dict(data.get("models", {}))
 
 
 def _save_history(out: Path, mode: str, epochs: list[dict[str, float]], extend: bool) -> None:

@@ -211,9 +211,16 @@ def test_a_fine_tune_that_only_makes_it_worse_keeps_the_model_it_started_from(
     settings = small_settings(small_pack, tmp_path)
     run(dataclasses.replace(settings, epochs=1))
     start = import_onnx(load_manifest(tmp_path).models["datacenter"].path, CONFIGS["datacenter"])
+    entry = orjson.loads((tmp_path / "manifest.json").read_bytes())["models"]["datacenter"]
+    history = (tmp_path / "training-history.json").read_bytes()
     run(dataclasses.replace(settings, fine_tune=True, epochs=1, learning_rate=50.0))  # diverges
     kept = import_onnx(load_manifest(tmp_path).models["datacenter"].path, CONFIGS["datacenter"])
     assert_same_weights(start, kept)
+    # and says so: the same file, version and training, not a fine-tune that did not happen
+    again = orjson.loads((tmp_path / "manifest.json").read_bytes())["models"]["datacenter"]
+    same = ("sha256", "version", "training")
+    assert {k: again[k] for k in same} == {k: entry[k] for k in same}
+    assert (tmp_path / "training-history.json").read_bytes() == history
 
 
 def test_a_fine_tune_without_a_model_to_start_from_names_what_to_do(small_pack: Path, tmp_path: Path) -> None:
