@@ -310,7 +310,7 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
     lines += ["## The adaptation's cost", "",
               f"A forecast of 256 internet-like links (auto mode, windows full), median of 30 on this "
               f"machine's CPU: {without:.1f} us per event without the per-link adaptation, "
-              f"{with_it:.1f} us with it (+{with_it - without:.1f} us). `pba bench` measures what it "
+              f"{with_it:.1f} us with it ({with_it - without:+.1f} us). `pba bench` measures what it "
               "costs end to end (docs/BENCHMARKS.md).", ""]
     lines += ["## int8 against float", ""]
     if compare:
