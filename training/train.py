@@ -5,17 +5,7 @@ source, so 2,000 FCC traces do not drown 11 mahimahi ones) plus series from the
 realistic generator of the model's regime. Early stopping and the confidence
 calibration use the *validation* groups; the *test* groups are left for the model card.
 
-Loss, on log-ratios to the window scale: pinball loss for the 10th and 90th percentiles,
-and for the point output the +/-20 % hit itself, made smooth: a prediction p hits an
-actual a when 0.8 a < p < 1.2 a, so d = log p - log a must lie in log(0.8)..log(1.2), and
-the loss is 1 minus a box over that window with sigmoid edges 0.02 wide, plus a small
-|d - centre| term so far-off points still get a gradient. The window is not symmetric
-about the actual (its centre is log(0.96) / 2, 2 % under it). The kernel this replaced,
-1 - exp(-d^2 / 2 sigma^2) with sigma 0.1 centred on the actual, sought the mode of the
-next sample rather than the densest 40 %-wide window, and 2 % high; three epochs of
-fine-tuning on each loss, from the same model, compared walk-forward on the validation
-groups (docs/ADAPTATION.md): the box, then the kernel moved to the window's centre, then
-the kernel as it was.
+Loss: training/loss.py.
 
 `--fine-tune` trains the models already in the output directory further, on the same
 data, at a rate that decays to zero (training/fine_tune.py).
@@ -35,7 +25,7 @@ import torch
 from torch import nn
 
 from predictor.baselines import last_value
-from predictor.confidence import HIT_TOLERANCE, Calibration, coefficient_of_variation, fit_calibration, hits
+from predictor.confidence import Calibration, coefficient_of_variation, fit_calibration, hits
 from predictor.features import build_features, from_log_ratio, to_log_ratio
 from predictor.manifest import INT8, ModelSpec, load_manifest, sha256_of
 from training.calibrate import calibrate, calibrate_adapted
@@ -43,6 +33,7 @@ from training.dataset import sliding_windows
 from training.export import check_parity, export_onnx, manifest_entry, write_manifest
 from training.fine_tune import FINE_TUNE_EPOCHS, FINE_TUNE_LEARNING_RATE, starting_point
 from training.generators import realistic
+from training.loss import loss_terms
 from training.model import CONFIGS, BandwidthLSTM, ModelConfig, build_model
 from training.traces import Segment, Trace, cut, default_traces_dir, load_traces, split_traces
 
@@ -52,12 +43,6 @@ log = logging.getLogger(__name__)
 #: place in --mode's list, so `pba train --mode datacenter` trains the very datacenter
 #: model of a `--mode both` run (which trains internet first, and offsets keep its seeds)
 SEED_OFFSETS = {"internet": 0, "datacenter": 1}
-
-#: where a point hits, in log-ratio to the actual; its centre; the width of its soft edges
-HIT_WINDOW = (math.log(1.0 - HIT_TOLERANCE), math.log(1.0 + HIT_TOLERANCE))
-HIT_CENTRE = sum(HIT_WINDOW) / 2
-HIT_EDGE = 0.02
-
 
 @dataclass
 class TrainSettings:
@@ -130,20 +115,6 @@ def _features(windows: np.ndarray, nxt: np.ndarray, steps: int) -> tuple[np.ndar
     x, scale = build_features(windows, steps)
     y = to_log_ratio(nxt, scale)
     return x, y, scale
-
-
-def loss_terms(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    q10, point, q90 = out[:, 0], out[:, 1], out[:, 2]
-    pinball = _pinball(q10, y, 0.1) + _pinball(q90, y, 0.9)
-    d = point - y
-    low, high = HIT_WINDOW
-    hit = torch.sigmoid((d - low) / HIT_EDGE) - torch.sigmoid((d - high) / HIT_EDGE)
-    return pinball + (1.0 - hit) + 0.1 * (d - HIT_CENTRE).abs()
-
-
-def _pinball(q: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
-    diff = y - q
-    return torch.maximum(tau * diff, (tau - 1) * diff)
 
 
 def fit(

@@ -26,7 +26,7 @@ from training.fine_tune import FineTuneError
 from training.generators import synthetic_set
 from training.model import CONFIGS, build_model
 from training.traces import load_traces, pack_traces, read_index
-from training.train import TrainSettings, collect, fit, loss_terms, run
+from training.train import TrainSettings, collect, fit, run
 
 
 @pytest.fixture(scope="module")
@@ -93,21 +93,6 @@ def test_training_is_reproducible_with_a_fixed_seed(tmp_path: Path) -> None:
     first, _ = fit(config, data, data, settings)
     second, _ = fit(config, data, data, settings)
     assert_same_weights(first, second)
-
-
-def test_the_point_loss_is_the_hit_window_made_smooth() -> None:
-    # p hits a when 0.8 a < p < 1.2 a: in log-ratio to a, log 0.8 .. log 1.2, centred 2 % low
-    y = torch.full((2001,), 0.3)
-    d = torch.linspace(-0.5, 0.5, 2001)
-    out = torch.stack([y - 1.0, y + d, y + 1.0], dim=1)  # the quantiles' terms the same on every row
-    loss = loss_terms(out, y)
-    at = {round(float(k), 4): float(v) for k, v in zip(d, loss, strict=True)}
-    assert float(d[int(torch.argmin(loss))]) == pytest.approx(np.log(0.96) / 2, abs=1e-3)
-    # inside the window nearly a hit, outside it nearly a miss, on either side
-    assert at[0.1] - at[-0.02] < 0.05 and at[-0.3] - at[-0.02] > 0.9 and at[0.3] - at[-0.02] > 0.9
-    edges = loss_terms(torch.tensor([[-0.7, 0.3 + np.log(0.8), 1.3], [-0.7, 0.3 + np.log(1.2), 1.3]]),
-                       torch.tensor([0.3, 0.3]))
-    assert float(edges[0]) == pytest.approx(float(edges[1]), rel=1e-4)
 
 
 def test_onnx_export_matches_pytorch_on_random_and_generated_windows(tmp_path: Path) -> None:
