@@ -243,3 +243,21 @@ def load_models(
     for mode, reason in unavailable.items():
         log.warning("FALLBACK ACTIVE: %s predictions use the heuristic: %s", mode, reason)
     return ModelSet(models, manifest, unavailable)
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """The cores and CPU a speed figure was measured on, and whether it has the VNNI
+    instructions int8 kernels need to run faster than float: without them the int8
+    models run at float's speed or below (docs/MODEL_CARD.md on such a machine)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            cpuinfo = ""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    vnni = ("AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-VNNI" if "avx_vnni" in flags
+            else "no VNNI" if flags else "instruction sets unknown")
+    return f"{os.cpu_count()} cores, {fields.get('model name', 'unknown CPU')}, {vnni}"

@@ -25,7 +25,7 @@ from predictor.features import build_features, from_log_ratio
 from predictor.forecaster import Forecaster
 from predictor.link_predictor import LinkPredictor
 from predictor.manifest import DEFAULT_MODELS_DIR, FLOAT, INT8, PRECISIONS, load_manifest
-from predictor.runtime import OnnxModel, SessionSettings, load_models
+from predictor.runtime import OnnxModel, SessionSettings, cpu_description, load_models
 from training.backtest import _LABELS, replay_traces
 from training.calibrate import CALIBRATION_BINS
 from training.generators import synthetic_set
@@ -309,7 +309,7 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
     with_it, without = adaptation_cost(models_dir)
     lines += ["## The adaptation's cost", "",
               f"A forecast of 256 internet-like links (auto mode, windows full), median of 30 on this "
-              f"machine's CPU: {without:.1f} us per event without the per-link adaptation, "
+              f"machine ({cpu_description()}): {without:.1f} us per event without the per-link adaptation, "
               f"{with_it:.1f} us with it ({with_it - without:+.1f} us). `pba bench` measures what it "
               "costs end to end (docs/BENCHMARKS.md).", ""]
     lines += ["## int8 against float", ""]
@@ -320,7 +320,7 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
                   f"{other} - last value (points) | 95 % interval |",
                   "|---|---|---|---|---|---|---|", *other_rows, ""]
     lines += ["Accuracy on every 5th test window; speed as ONNX Runtime predictions/s at batch 64 "
-              "on this machine's CPU, same threads, one run.", ""]
+              f"on this machine ({cpu_description()}), same threads, one run.", ""]
     lines += int8_comparison(models_dir, [t for ts in test.values() for t in ts])
     lines += [""]
     out.write_text("\n".join(lines) + "\n")

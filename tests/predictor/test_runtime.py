@@ -14,7 +14,14 @@ import orjson
 import pytest
 
 from predictor.manifest import MANIFEST_NAME, ManifestError, load_manifest
-from predictor.runtime import CELLS_PER_CALL, ROWS_PER_CALL_CUDA, ModelError, SessionSettings, load_models
+from predictor.runtime import (
+    CELLS_PER_CALL,
+    ROWS_PER_CALL_CUDA,
+    ModelError,
+    SessionSettings,
+    cpu_description,
+    load_models,
+)
 
 
 @pytest.fixture
@@ -224,3 +231,17 @@ def test_a_forked_child_runs_the_lanes_it_inherited(tiny_models: Path) -> None:
             got += chunk
     os.waitpid(pid, 0)
     np.testing.assert_array_equal(np.frombuffer(got, dtype=np.float32).reshape(expected.shape), expected)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ("fpu avx2 avx512f avx512_vnni", "AVX-512 VNNI"),
+    ("fpu avx2 avx_vnni", "AVX-VNNI"),
+    ("fpu avx avx2 bmi2", "no VNNI"),
+])
+def test_a_speed_figure_names_the_cpu_and_whether_int8_can_be_faster_on_it(flags: str, expected: str) -> None:
+    cpuinfo = f"processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+    assert cpu_description(cpuinfo).endswith(f" cores, AMD EPYC 7B13, {expected}")
+
+
+def test_a_cpu_that_says_nothing_is_described_as_unknown() -> None:
+    assert cpu_description("").endswith(" cores, unknown CPU, instruction sets unknown")

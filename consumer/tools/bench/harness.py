@@ -52,7 +52,7 @@ from predictor.adaptation import AdaptationRules
 from predictor.forecaster import Forecaster
 from predictor.link_predictor import LinkPredictor, models_for_mode
 from predictor.modes import BUDGET_S, WINDOW_STEPS, mode_code
-from predictor.runtime import SessionSettings, load_models
+from predictor.runtime import SessionSettings, cpu_description, load_models
 from training.evaluate import adaptation_cost
 
 
@@ -205,7 +205,7 @@ def run_bench(mode: str = "internet", links: int = 500, events: int = 160_000,
     settings = SessionSettings(intra_op_threads=threads, precision=precision)
     tune_garbage_collection()  # the parts that run in this process do so as `pba run` would
     result: dict[str, Any] = {"mode": mode, "precision": precision, "threads": threads,
-                              "machine": _machine()}
+                              "machine": cpu_description()}
     log("ceiling: ONNX Runtime alone, each (sessions x threads) that uses every core ...")
     configured = result["ceiling_configurations"] = ceilings(mode, settings)
     result["ceiling_from"] = best_of({name: max(rates.values()) for name, rates in configured.items()})
@@ -301,13 +301,3 @@ def latency_sweep(mode: str, measured: list[tuple[dict[str, float], dict[str, fl
             break
         within = point["rate"]
     return {"points": points, "budget_ms": budget_ms, "max_rate_within_budget": within}
-
-
-def _machine() -> str:
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} cores, {cpu}"
