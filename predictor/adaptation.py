@@ -47,7 +47,7 @@ FloatArray = npt.NDArray[np.float32]
 class AdaptationRules:
     """The adaptation's constants (validation groups, walk-forward)."""
 
-    decay: float = 0.98  # per sample, for each expert's hit score: a memory of about 50 samples
+    decay: float = 0.95  # per sample, for each expert's hit score: a memory of about 20 samples
     prior: float = 3.0  # a new link's head start for the models, in hits
     margin: float = 1.0  # hits another expert must be ahead by to publish instead of the models
     coverage: float = 0.90  # share of samples at or above the reserve

@@ -242,9 +242,12 @@ DESIGNS = {
     "residual correction alone": dict(experts=("lstm_corr", "lstm", "last"), prior=0, prior_corr=1e9,
                                       beta=0.02, decay=1.0),
     "models + last value, decay 0.98": dict(experts=("lstm", "last"), decay=0.98, prior=3),
-    "shipped: models + last value + median 5, decay 0.98, margin 1":
+    "models + last value + median 5, decay 0.98, margin 1":
         dict(experts=("lstm", "last", "med5"), decay=0.98, prior=3, margin=1),
     "the same, margin 2": dict(experts=("lstm", "last", "med5"), decay=0.98, prior=3, margin=2),
+    "the same, decay 0.9, margin 1": dict(experts=("lstm", "last", "med5"), decay=0.9, prior=3, margin=1),
+    "shipped: the same, decay 0.95, margin 1":
+        dict(experts=("lstm", "last", "med5"), decay=0.95, prior=3, margin=1),
 }
 
 

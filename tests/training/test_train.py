@@ -127,7 +127,7 @@ def test_calibration_is_fitted_on_every_row_the_model_serves_on_the_given_traces
 def test_the_adapted_output_is_calibrated_on_every_row_it_publishes(small_pack: Path) -> None:
     """The confidence of what a link publishes after its adaptation: fitted on the
     adaptation's blend over every row of the replay, in-sample within 5 points per
-    populated decile, where the blend alone is off by more."""
+    populated decile and a quarter of the blend's own worst gap, which is several points."""
     infos, read = load_traces(small_pack)
     traces = [read(info) for info in infos]
     calibration, stats = calibrate_adapted(DEFAULT_MODELS_DIR, traces)
@@ -144,7 +144,8 @@ def test_the_adapted_output_is_calibrated_on_every_row_it_publishes(small_pack: 
         hit = hits(result.predicted[rows], actual)
         gaps[name] = max(abs(d["hit_rate"] - d["mean_confidence"])
                          for d in reliability_table(result.confidence[rows], hit) if d["count"] >= 300)
-    assert gaps["calibrated"] < 0.05 < gaps["blend"], gaps
+    assert gaps["blend"] > 0.03, gaps  # the data exercises the calibration: the blend alone is off
+    assert gaps["calibrated"] < min(0.05, gaps["blend"] / 4), gaps
 
 
 def test_a_mode_trained_alone_is_the_model_a_run_of_both_trains(small_pack: Path, tmp_path: Path) -> None:
