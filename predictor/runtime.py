@@ -255,8 +255,8 @@ def cpu_description(cpuinfo: str | None = None) -> str:
                 cpuinfo = fh.read()
         except OSError:
             cpuinfo = ""
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    fields = {key.strip(): value.strip()
+              for key, value in (line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)}
     flags = set(fields.get("flags", "").split())
     vnni = ("AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-VNNI" if "avx_vnni" in flags
             else "no VNNI" if flags else "instruction sets unknown")

@@ -307,9 +307,10 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
     lines += [""]
 
     with_it, without = adaptation_cost(models_dir)
+    machine = cpu_description()
     lines += ["## The adaptation's cost", "",
               f"A forecast of 256 internet-like links (auto mode, windows full), median of 30 on this "
-              f"machine ({cpu_description()}): {without:.1f} us per event without the per-link adaptation, "
+              f"machine ({machine}): {without:.1f} us per event without the per-link adaptation, "
               f"{with_it:.1f} us with it ({with_it - without:+.1f} us). `pba bench` measures what it "
               "costs end to end (docs/BENCHMARKS.md).", ""]
     lines += ["## int8 against float", ""]
@@ -320,7 +321,7 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
                   f"{other} - last value (points) | 95 % interval |",
                   "|---|---|---|---|---|---|---|", *other_rows, ""]
     lines += ["Accuracy on every 5th test window; speed as ONNX Runtime predictions/s at batch 64 "
-              f"on this machine ({cpu_description()}), same threads, one run.", ""]
+              f"on this machine ({machine}), same threads, one run.", ""]
     lines += int8_comparison(models_dir, [t for ts in test.values() for t in ts])
     lines += [""]
     out.write_text("\n".join(lines) + "\n")
