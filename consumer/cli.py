@@ -238,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--synthetic-links", type=int, default=120,
                        help="realistic-generator series added to the training data")
     train.add_argument("--calibrate-only", action="store_true",
-                       help="refit the confidence calibration of the models in --out, no training")
+                       help="refit the confidence calibration of the models in --out and the "
+                            "adaptation's gate, no training")
     train.add_argument("--fine-tune", action="store_true",
                        help="train the models in --out further instead of from scratch: the same data, "
                             "a learning rate that decays to zero (cosine), --epochs 3 unless given; "

@@ -6,13 +6,15 @@ Three parts, each measured walk-forward on the traces' validation groups before 
 kept (scripts/adaptation-experiments.py, docs/MODEL_CARD.md):
 
 * **Which expert publishes.** The models' point prediction, the last value and the median
-  of the last five samples each keep a decayed count of their +/-20 % hits on the link
-  (the Network Weather Service's selection by decayed score). The models start with a
-  head start and keep the link unless another expert is ahead by a margin: on every
-  source of the validation groups the models alone already hit more often than any
-  simple expert, so switching is for the links where they do not. More experts (EWMAs,
-  the harmonic mean, a log-space residual correction of the models) and Hedge weights
-  were tried and lost on the validation groups.
+  of the last five samples each keep decayed counts of their +/-20 % hits on the link, a
+  slow and a fast memory. A gate trained on the validation groups (predictor/gate.py)
+  reads those and how far the experts now disagree, and gives each expert's probability
+  of hitting the next sample; the likeliest publishes, the models ahead by a margin.
+  Without a gate (a models directory made before it), the Network Weather Service's
+  selection by decayed score: the models start with a head start and keep the link
+  unless another expert is ahead by a margin. More experts (EWMAs, the harmonic mean,
+  a log-space residual correction of the models) and Hedge weights were tried and lost
+  on the validation groups.
 * **A reserve that keeps its promise** (adaptive conformal inference). The reserve is the
   published prediction times a ratio: the models' own q10 / point (the fallback's
   min-of-five / last value), plus a per-link offset that moves down after every sample
@@ -33,6 +35,7 @@ import numpy.typing as npt
 
 from predictor.baselines import last_present
 from predictor.confidence import hits
+from predictor.gate import Gate, gate_features
 
 #: the experts, in order of precedence on a tie; the models first
 EXPERTS = ("models", "last_value", "median_5")
@@ -48,6 +51,7 @@ class AdaptationRules:
     """The adaptation's constants (validation groups, walk-forward)."""
 
     decay: float = 0.95  # per sample, for each expert's hit score: a memory of about 20 samples
+    fast_decay: float = 0.7  # the same for the gate's fast memory (predictor/gate.py): about 3
     prior: float = 3.0  # a new link's head start for the models, in hits
     margin: float = 1.0  # hits another expert must be ahead by to publish instead of the models
     coverage: float = 0.90  # share of samples at or above the reserve
@@ -62,6 +66,8 @@ class AdaptationState:
     """The adaptation's per-link columns for some rows (one per row)."""
 
     scores: FloatArray  # (n, N_EXPERTS) decayed hits
+    fast_scores: FloatArray  # (n, N_EXPERTS) the same, decayed faster (the gate reads both)
+    samples: FloatArray  # decayed count of the samples learnt from, at `decay`
     pending: FloatArray  # (n, N_EXPERTS) each expert's prediction for the next sample (NaN: none)
     choice: npt.NDArray[np.int8]  # the expert published last (-1: none yet)
     offset: FloatArray  # the reserve's per-link ratio offset
@@ -117,6 +123,8 @@ def learn(state: AdaptationState, actual: np.ndarray, ts: np.ndarray,
     seen = np.isfinite(state.pending) & new[:, None]
     hit = seen & hits(state.pending, actual[:, None])
     scores = np.where(seen, rules.decay * state.scores + hit, state.scores).astype(np.float32)
+    fast = np.where(seen, rules.fast_decay * state.fast_scores + hit, state.fast_scores).astype(np.float32)
+    samples = np.where(new & seen.any(axis=1), rules.decay * state.samples + 1.0, state.samples)
     had = np.isfinite(state.pending_reserve) & new
     miss = actual < state.pending_reserve
     offset = np.where(had, state.offset - rules.reserve_step * (miss - (1.0 - rules.coverage)), state.offset)
@@ -125,21 +133,34 @@ def learn(state: AdaptationState, actual: np.ndarray, ts: np.ndarray,
     was_hit = hit[np.arange(len(actual)), np.maximum(state.choice, 0)]
     rate = rules.hit_decay * state.hit_rate + (1.0 - rules.hit_decay) * was_hit
     hit_rate = np.where(published, rate, state.hit_rate).astype(np.float32)
-    return AdaptationState(scores, state.pending, state.choice, offset, state.pending_reserve, hit_rate,
-                           state.pending_ts)
+    return AdaptationState(scores, fast, samples.astype(np.float32), state.pending, state.choice, offset,
+                           state.pending_reserve, hit_rate, state.pending_ts)
+
+
+def select(ranked: np.ndarray, usable: np.ndarray, margin: float) -> npt.NDArray[np.int8]:
+    """The expert ranked highest among the usable ones, the models ahead by `margin` and
+    first on a tie."""
+    ranked = np.where(usable, ranked.astype(np.float64), -np.inf)
+    ranked[:, MODELS] += margin  # -inf stays -inf where the models cannot serve
+    return np.argmax(ranked, axis=1).astype(np.int8)
 
 
 def adapt(state: AdaptationState, experts: FloatArray, reserve_ratio: np.ndarray,
-          confidence: np.ndarray, ts: np.ndarray, rules: AdaptationRules) -> tuple[Adapted, AdaptationState]:
+          confidence: np.ndarray, ts: np.ndarray, rules: AdaptationRules,
+          gate: Gate | None = None) -> tuple[Adapted, AdaptationState]:
     """What each row publishes, and the state that remembers it.
 
     experts: (n, N_EXPERTS) predictions, NaN where one cannot serve (the models during
     a window's warm-up); reserve_ratio: the served forecast's own reserve / prediction;
-    confidence: its calibrated confidence; ts: the newest sample's time."""
-    usable = np.isfinite(experts)
-    ranked = np.where(usable, state.scores, -np.inf)
-    ranked[:, MODELS] += rules.margin  # -inf stays -inf where the models cannot serve
-    choice = np.argmax(ranked, axis=1).astype(np.int8)
+    confidence: its calibrated confidence; ts: the newest sample's time. gate: the
+    trained selection (predictor/gate.py); None selects by decayed score."""
+    if gate is None:
+        ranked, margin = state.scores, rules.margin
+    else:
+        features = gate_features(state.scores, state.fast_scores, state.samples, experts,
+                                 reserve_ratio, confidence)
+        ranked, margin = gate.hit_probability(features), gate.margin
+    choice = select(ranked, np.isfinite(experts), margin)
     rows = np.arange(len(choice))
     predicted = np.nan_to_num(experts[rows, choice].astype(np.float64), nan=0.0)
     ratio = np.clip(np.nan_to_num(np.asarray(reserve_ratio, dtype=np.float64), nan=1.0), 0.0, 1.0)
@@ -148,6 +169,7 @@ def adapt(state: AdaptationState, experts: FloatArray, reserve_ratio: np.ndarray
     # a link's own hit rate starts from the models' confidence in its first prediction
     own = np.where(np.isnan(state.hit_rate), confidence, state.hit_rate)
     blend = (1.0 - rules.link_weight) * confidence + rules.link_weight * own
-    after = AdaptationState(state.scores, experts, choice, state.offset, reserve.astype(np.float32),
-                            own.astype(np.float32), np.asarray(ts, dtype=np.float64))
+    after = AdaptationState(state.scores, state.fast_scores, state.samples, experts, choice,
+                            state.offset, reserve.astype(np.float32), own.astype(np.float32),
+                            np.asarray(ts, dtype=np.float64))
     return Adapted(predicted, reserve, blend, choice), after

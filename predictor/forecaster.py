@@ -19,6 +19,7 @@ import numpy.typing as npt
 from predictor.baselines import last_value
 from predictor.confidence import Calibration, coefficient_of_variation
 from predictor.features import BANDWIDTH, build_features, from_log_ratio
+from predictor.gate import Gate
 from predictor.modes import DATACENTER, HYBRID, INTERNET, MODE_NAMES, WINDOW_STEPS
 from predictor.runtime import ModelSet, OnnxModel
 
@@ -72,6 +73,8 @@ class Forecaster:
         adapted = models.manifest.adapted_calibration if models.manifest else None
         #: maps the per-link adaptation's confidence blend (predictor/adaptation.py)
         self.adapted_calibration: Calibration | None = adapted
+        #: which expert publishes on a link (predictor/gate.py); None: by decayed score
+        self.adaptation_gate: Gate | None = models.manifest.adaptation_gate if models.manifest else None
 
     def predict(
         self,

@@ -235,7 +235,8 @@ class LinkPredictor:
         for rows in _by_round(captured.rounds):
             ts = captured.ts[rows]
             learnt = learn(state.take(at[rows]), actual[rows], ts, rules)
-            out, after = adapt(learnt, experts[rows], ratio[rows], forecast.confidence[rows], ts, rules)
+            out, after = adapt(learnt, experts[rows], ratio[rows], forecast.confidence[rows], ts, rules,
+                               self.forecaster.adaptation_gate)
             state.put(at[rows], after)
             rows_after.put(rows, after)
             predicted[rows], reserve[rows], blend[rows] = out.predicted, out.reserve, out.blend

@@ -55,6 +55,8 @@ LINK_COLUMNS: dict[str, Column] = {
     "pending_mode": Column(np.int8, 0, "the mode that latest prediction was made in"),
     # the adaptation's (predictor/adaptation.py), in AdaptationState's order
     "expert_scores": Column(np.float32, 0.0, "each expert's decayed hits on the link", N_EXPERTS),
+    "expert_fast_scores": Column(np.float32, 0.0, "the same, with a short memory", N_EXPERTS),
+    "expert_samples": Column(np.float32, 0.0, "decayed count of the samples they were scored on"),
     "expert_pending": Column(np.float32, np.nan, "each expert's latest prediction", N_EXPERTS),
     "expert_choice": Column(np.int8, -1, "the expert published last (-1: none yet)"),
     "reserve_offset": Column(np.float32, 0.0, "the reserve's learnt ratio offset"),
@@ -63,8 +65,8 @@ LINK_COLUMNS: dict[str, Column] = {
     "pending_ts": Column(np.float64, -np.inf, "the newest sample's time at the latest prediction"),
 }
 #: the adaptation's columns, in AdaptationState's field order
-ADAPTATION_COLUMNS = ("expert_scores", "expert_pending", "expert_choice", "reserve_offset",
-                      "reserve_pending", "hit_rate", "pending_ts")
+ADAPTATION_COLUMNS = ("expert_scores", "expert_fast_scores", "expert_samples", "expert_pending",
+                      "expert_choice", "reserve_offset", "reserve_pending", "hit_rate", "pending_ts")
 #: the header of a published prediction that carries its link's adaptation state
 ADAPTATION_HEADER = "pba.adaptation"
 
@@ -224,7 +226,7 @@ class LinkState(WindowStore):
 
 
 #: ADAPTATION_HEADER's layout: the adaptation's columns for one link as stored,
-#: little-endian whatever the machine (45 bytes)
+#: little-endian whatever the machine (61 bytes)
 _PACKED = np.dtype([(name, np.dtype(LINK_COLUMNS[name].dtype).newbyteorder("<"),
                      (LINK_COLUMNS[name].width,) if LINK_COLUMNS[name].width else ())
                     for name in ADAPTATION_COLUMNS])

@@ -18,7 +18,9 @@ manifest.json in a models directory:
         "internet": {...}
       },
       "fallback_calibration": {"score": "cv", "x": [...], "y": [...]},
-      "adapted_calibration": {"score": "one_minus_blend", "x": [...], "y": [...]}
+      "adapted_calibration": {"score": "one_minus_blend", "x": [...], "y": [...]},
+      "adaptation_gate": {"file": "adaptation-gate.npz", "sha256": "...",
+                          "features": [...], "experts": [...]}
     }
 
 Any disagreement with this code (another feature list, window, output meaning) is a
@@ -34,8 +36,10 @@ from typing import Any
 
 import orjson
 
+from predictor.adaptation import EXPERTS
 from predictor.confidence import Calibration
 from predictor.features import FEATURE_VERSION, FEATURES
+from predictor.gate import GATE_FEATURES, Gate, GateError
 from predictor.modes import WINDOW_STEPS_BY_NAME
 
 MANIFEST_NAME = "manifest.json"
@@ -90,6 +94,8 @@ class Manifest:
     fallback_calibration: Calibration | None
     #: the per-link adaptation's confidence (predictor/adaptation.py); None: uncalibrated
     adapted_calibration: Calibration | None = None
+    #: which expert publishes on a link (predictor/gate.py); None: selection by decayed score
+    adaptation_gate: Gate | None = None
 
 
 def sha256_of(path: Path) -> str:
@@ -125,14 +131,37 @@ def load_manifest(directory: Path | str) -> Manifest:
         if mode not in WINDOW_STEPS_BY_NAME:
             raise ManifestError(f"{path}: unknown model mode {mode!r} (known: datacenter, internet)")
         models[mode] = _spec(directory, mode, entry)
-    calibrations = []
-    for name in ("fallback_calibration", "adapted_calibration"):
-        entry = data.get(name)
-        try:
-            calibrations.append(Calibration.from_dict(entry) if entry is not None else None)
-        except ValueError as exc:
-            raise ManifestError(f"{path}: {name}: {exc}") from None
-    return Manifest(directory, models, *calibrations)
+    fallback, adapted = (_calibration(path, name, data.get(name))
+                         for name in ("fallback_calibration", "adapted_calibration"))
+    return Manifest(directory, models, fallback, adapted, _gate(directory, data.get("adaptation_gate")))
+
+
+def _calibration(path: Path, name: str, entry: Any) -> Calibration | None:
+    try:
+        return Calibration.from_dict(entry) if entry is not None else None
+    except ValueError as exc:
+        raise ManifestError(f"{path}: {name}: {exc}") from None
+
+
+def _gate(directory: Path, entry: Any) -> Gate | None:
+    """The trained selection, checked like a model file: its hash, and the features and
+    experts it was made for."""
+    if entry is None:
+        return None
+    where = f"{directory / MANIFEST_NAME}: adaptation_gate"
+    if not isinstance(entry, dict) or "file" not in entry or "sha256" not in entry:
+        raise ManifestError(f"{where} needs \"file\" and \"sha256\"")
+    _expect(where, "features", tuple(entry.get("features", ())), GATE_FEATURES)
+    _expect(where, "experts", tuple(entry.get("experts", ())), EXPERTS)
+    path = _inside(directory, entry["file"], where)
+    if not path.is_file():
+        raise ManifestError(f"{where}: {path} is missing")
+    if sha256_of(path) != entry["sha256"]:
+        raise ManifestError(f"{where}: {path} does not match its sha256 in the manifest")
+    try:
+        return Gate.load(path)
+    except GateError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
 
 
 def _spec(directory: Path, mode: str, entry: Any) -> ModelSpec:

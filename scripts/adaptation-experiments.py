@@ -4,6 +4,7 @@ confidence designs, simulated offline on the shipped models' walk-forward output
     python scripts/adaptation-experiments.py cache [MODELS_DIR]  # replay validation + test groups once
     python scripts/adaptation-experiments.py sweep               # the designs compared (seconds each)
     python scripts/adaptation-experiments.py scale               # the models' point times 0.94..1.02
+    python scripts/adaptation-experiments.py gate [MODELS_DIR]   # the trained gate, as training fits it
 
 `cache` replays the traces' validation and test groups through the service's link
 predictor with the adaptation off (the models' own forecasts, as served in auto mode)
@@ -14,6 +15,10 @@ the macro hit rate over the last value, the worst source against the best simple
 baseline and the reserve coverage by source. This is research code, a simulation of
 the designs; the shipped design is predictor/adaptation.py, and the figures that count
 come from replaying through it (docs/MODEL_CARD.md). docs/ADAPTATION.md has the results.
+`gate` is not a simulation: it replays both groups through the service's own adaptation
+(training.gate.gate_rows, kept in $PBA_EXPERIMENTS/gate-*.npz) and fits the gate as
+`pba train` does, on half of the validation traces (checked on the other half, and the
+other way round) and on all of them (checked on the test groups).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from predictor.baselines import ewma, harmonic_mean, last_value
+from predictor.baselines import REPORTED_BASELINES, ewma, harmonic_mean, last_value, walk_forward
 
 CACHE = Path(os.environ.get("PBA_EXPERIMENTS", "/tmp/pba-adaptation"))
 
@@ -246,7 +251,7 @@ DESIGNS = {
         dict(experts=("lstm", "last", "med5"), decay=0.98, prior=3, margin=1),
     "the same, margin 2": dict(experts=("lstm", "last", "med5"), decay=0.98, prior=3, margin=2),
     "the same, decay 0.9, margin 1": dict(experts=("lstm", "last", "med5"), decay=0.9, prior=3, margin=1),
-    "shipped: the same, decay 0.95, margin 1":
+    "the same, decay 0.95, margin 1 (shipped without a gate)":
         dict(experts=("lstm", "last", "med5"), decay=0.95, prior=3, margin=1),
 }
 
@@ -278,6 +283,56 @@ def scale() -> None:
             print(f"{role:10s} x {factor:.2f}: macro over the last value {np.mean(gain):+.2f}")
 
 
+def _gate_rows(role: str, models_dir: str | None) -> dict:
+    from predictor.manifest import DEFAULT_MODELS_DIR
+    from training.gate import gate_rows
+    from training.traces import cut, default_traces_dir, load_traces, split_traces
+
+    path = CACHE / f"gate-{role}.npz"
+    if not path.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        infos, read = load_traces(default_traces_dir())
+        segments = [s for s in split_traces(infos)[role] if len(cut(read(s.info), s)) > 1]
+        traces = [cut(read(s.info), s) for s in segments]
+        rows = gate_rows(Path(models_dir or DEFAULT_MODELS_DIR), traces)
+        lengths = np.array([len(t) - 1 for t in traces])
+        baselines = {f"baseline_{name}": np.concatenate([walk_forward(t.values[:, 0], name) for t in traces])
+                     for name in REPORTED_BASELINES}
+        np.savez(path, features=rows.features, experts=rows.experts, actual=rows.actual, **baselines,
+                 source=np.repeat([s.info.source for s in segments], lengths),
+                 trace=np.repeat(np.arange(len(traces)), lengths))
+    return dict(np.load(path))
+
+
+def _gate_report(label: str, d: dict, chosen: np.ndarray) -> None:
+    """Macro hit rate over the last value, and the worst source against the best of the
+    reported baselines (last value, EWMA 0.3, harmonic mean of 5) on the same rows."""
+    hit = hits(d["experts"], d["actual"][:, None])
+    published = hit[np.arange(len(chosen)), chosen]
+    gains, worst = [], []
+    for s in sorted(set(d["source"])):
+        m = d["source"] == s
+        base = [hits(d[f"baseline_{name}"][m], d["actual"][m]).mean() for name in REPORTED_BASELINES]
+        gains.append(100 * (published[m].mean() - hit[m, 1].mean()))
+        worst.append(100 * (published[m].mean() - max(base)))
+    print(f"{label:40s} macro over the last value {np.mean(gains):+.2f}; "
+          f"worst source against its best baseline {min(worst):+.2f}")
+
+
+def gate(models_dir: str | None = None) -> None:
+    from training.gate import choose, train_gate
+
+    valid, test = _gate_rows("validation", models_dir), _gate_rows("test", models_dir)
+    y = hits(valid["experts"], valid["actual"][:, None]).astype(np.float32)
+    half = valid["trace"] % 2 == 0
+    for name, fit_on in (("even", half), ("odd", ~half)):
+        g = train_gate(valid["features"][fit_on], y[fit_on], seed=20261129)
+        held = {k: v[~fit_on] for k, v in valid.items()}
+        _gate_report(f"validation, fitted on the {name} traces", held, choose(g, held["features"]))
+    g = train_gate(valid["features"], y, seed=20261129)
+    _gate_report("test, fitted on all validation traces", test, choose(g, test["features"]))
+
+
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else "sweep"
-    {"cache": cache, "sweep": sweep, "scale": scale}[command](*sys.argv[2:])
+    {"cache": cache, "sweep": sweep, "scale": scale, "gate": gate}[command](*sys.argv[2:])

@@ -23,7 +23,7 @@ import numpy as np
 from predictor.baselines import REPORTED_BASELINES, walk_forward
 from predictor.confidence import hits
 from predictor.forecaster import FALLBACK
-from predictor.link_predictor import LinkPredictor
+from predictor.link_predictor import Forecast, LinkPredictor
 from predictor.modes import MODE_NAMES
 from training.traces import Trace, read_trace
 
@@ -63,13 +63,15 @@ def replay_traces(
     link_predictor: LinkPredictor,
     progress: Callable[[int, int], None] | None = None,
     lanes: int = 256,
+    on_round: Callable[[np.ndarray, np.ndarray, Forecast], None] | None = None,
 ) -> Replay:
     """Replay traces as links, batched across traces the way the service batches links.
 
     Traces run in `lanes` parallel lanes; when a trace ends, its lane starts the next one
     (longest first), so batches stay full until the end instead of shrinking to the
     longest trace's tail. Each trace has its own window from its first sample, so the
-    results are exactly those of replaying it alone.
+    results are exactly those of replaying it alone. on_round(rows, slots, forecast) sees
+    each round's forecast before it is applied (training/gate.py reads the adaptation's).
     """
     lengths = np.array([len(t) for t in traces], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -107,7 +109,10 @@ def replay_traces(
         accepted = link_predictor.observe_slots(slots, all_t[rows], all_v[rows])
         if not accepted.all():
             raise ValueError("trace times must increase strictly")
-        result, own, change = link_predictor.forecast(slots)
+        forecast = link_predictor.forecast(slots)
+        if on_round is not None:
+            on_round(rows, slots, forecast)
+        result, own, change = forecast
         if change is not None:  # what the links learn, as if the predictions were published
             link_predictor.store.apply(change)
         forecaster[rows] = own.predicted_mbps

@@ -11,8 +11,10 @@ import onnxruntime as ort
 import orjson
 import torch
 
+from predictor.adaptation import EXPERTS
 from predictor.confidence import Calibration
 from predictor.features import FEATURE_VERSION, FEATURES, N_FEATURES
+from predictor.gate import GATE_FEATURES
 from predictor.manifest import FORMAT, MANIFEST_NAME, NORMALISATION, OUTPUTS, TARGET, sha256_of
 from training.model import BandwidthLSTM, ModelConfig, build_model
 
@@ -132,12 +134,17 @@ def write_manifest(
     entries: dict[str, dict[str, Any]],
     fallback_calibration: Calibration | None = None,
     adapted_calibration: Calibration | None = None,
+    adaptation_gate: Path | None = None,
 ) -> Path:
+    """manifest.json (predictor/manifest.py); adaptation_gate: the gate's file in `directory`."""
     manifest: dict[str, Any] = {"format": FORMAT, "models": entries}
     if fallback_calibration is not None:
         manifest["fallback_calibration"] = fallback_calibration.to_dict()
     if adapted_calibration is not None:
         manifest["adapted_calibration"] = adapted_calibration.to_dict()
+    if adaptation_gate is not None:
+        manifest["adaptation_gate"] = {"file": adaptation_gate.name, "sha256": sha256_of(adaptation_gate),
+                                       "features": list(GATE_FEATURES), "experts": list(EXPERTS)}
     path = directory / MANIFEST_NAME
     path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return path

@@ -32,6 +32,7 @@ from training.calibrate import calibrate, calibrate_adapted
 from training.dataset import sliding_windows
 from training.export import check_parity, export_onnx, manifest_entry, write_manifest
 from training.fine_tune import FINE_TUNE_EPOCHS, FINE_TUNE_LEARNING_RATE, starting_point
+from training.gate import GATE_FILE, fit_gate
 from training.generators import realistic
 from training.loss import loss_terms
 from training.model import CONFIGS, BandwidthLSTM, ModelConfig, build_model
@@ -306,7 +307,7 @@ def run(settings: TrainSettings) -> Path:
             from training.plots import plot_training
 
             plot_training(settings.out / "plots", mode, history, model, valid)
-    return _with_adapted_calibration(settings.out, entries, fallback_cal, validation_traces)
+    return _with_adapted_calibration(settings, entries, fallback_cal, validation_traces)
 
 
 def recalibrate(settings: TrainSettings) -> Path:
@@ -334,17 +335,26 @@ def recalibrate(settings: TrainSettings) -> Path:
                             settings.validation_windows_per_source, rng)
             fallback_cal = calibrate_fallback(valid)
     write_manifest(settings.out, data["models"], fallback_cal)
-    return _with_adapted_calibration(settings.out, data["models"], fallback_cal, validation_traces)
+    return _with_adapted_calibration(settings, data["models"], fallback_cal, validation_traces)
 
 
-def _with_adapted_calibration(out: Path, entries: dict[str, dict[str, Any]], fallback: Calibration | None,
-                              validation: list[Trace]) -> Path:
-    """The manifest again, with the adaptation's calibration fitted on the models just
-    written (training/calibrate.py)."""
+def _with_adapted_calibration(settings: TrainSettings, entries: dict[str, dict[str, Any]],
+                              fallback: Calibration | None, validation: list[Trace]) -> Path:
+    """The manifest again, with the adaptation's gate (training/gate.py) and then its
+    calibration (training/calibrate.py) fitted on the models just written: the
+    calibration maps what the gate publishes."""
+    out = settings.out
+    gate, stats = fit_gate(out, validation, settings.seed)
+    gate_path = out / GATE_FILE
+    gate.save(gate_path)
+    log.info("adaptation gate: fitted on %d walk-forward validation rows (hit rate %.3f, the last "
+             "value's %.3f)", stats["gate_rows"], stats["gate_validation_hit_rate"],
+             stats["last_value_validation_hit_rate"])
+    write_manifest(out, entries, fallback, None, gate_path)
     adapted, stats = calibrate_adapted(out, validation)
     log.info("adapted output: calibrated on %d walk-forward validation rows (hit rate %.3f)",
              stats["adapted_rows"], stats["adapted_validation_hit_rate"])
-    return write_manifest(out, entries, fallback, adapted)
+    return write_manifest(out, entries, fallback, adapted, gate_path)
 
 
 def _spec(mode: str, path: Path, window: int) -> ModelSpec:

@@ -188,7 +188,7 @@ def test_the_wheel_carries_the_models_and_schemas_and_no_broker(tmp_path: Path) 
     names = set(zipfile.ZipFile(wheel).namelist())
     for mode in ("datacenter", "internet"):
         assert f"predictor/models/{mode}.onnx" in names and f"predictor/models/{mode}.int8.onnx" in names
-    assert "predictor/models/manifest.json" in names
+    assert {"predictor/models/manifest.json", "predictor/models/adaptation-gate.npz"} <= names
     assert {"schemas/metric-event.schema.json", "schemas/prediction.schema.json"} <= names
     (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
     requires = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()

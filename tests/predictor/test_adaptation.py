@@ -4,10 +4,12 @@ hit rate, and a state that survives the trip through a record header exactly."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
 import pytest
+from adaptation_support import fresh_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -21,29 +23,23 @@ from predictor.adaptation import (
     adapt,
     learn,
 )
+from predictor.gate import Gate
 from predictor.linkstate import decode_adaptation, encode_adaptation
+from predictor.manifest import DEFAULT_MODELS_DIR, load_manifest
 
 RULES = AdaptationRules()
 
 
-def fresh(n: int) -> AdaptationState:
-    scores = np.zeros((n, N_EXPERTS), np.float32)
-    scores[:, MODELS] = RULES.prior
-    return AdaptationState(scores, np.full((n, N_EXPERTS), np.nan, np.float32), np.full(n, -1, np.int8),
-                           np.zeros(n, np.float32), np.full(n, np.nan, np.float32),
-                           np.full(n, np.nan, np.float32), np.full(n, -np.inf))
-
-
 def walk(actual: np.ndarray, experts: np.ndarray, ratio: float = 0.9, confidence: float = 0.5,
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+         gate: Gate | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One link through a series: experts[t] predict actual[t + 1]. Returns what was
     published, the reserves, the confidence blends and the experts chosen."""
-    state = fresh(1)
+    state = fresh_state(1)
     published, reserves, blends, chosen = [], [], [], []
     for t in range(len(actual) - 1):
         state = learn(state, actual[t:t + 1], np.array([float(t)]), RULES)
         out, state = adapt(state, experts[t:t + 1].astype(np.float32), np.array([ratio]),
-                           np.array([confidence]), np.array([float(t)]), RULES)
+                           np.array([confidence]), np.array([float(t)]), RULES, gate)
         published.append(out.predicted[0])
         reserves.append(out.reserve[0])
         blends.append(out.blend[0])
@@ -82,6 +78,38 @@ def test_a_link_where_the_models_miss_moves_to_the_expert_that_hits_and_back() -
     assert (chosen[300 + 65:] == MODELS).all()  # ties again: the models
 
 
+def noisy_link(models_level_first_300: float) -> tuple[np.ndarray, np.ndarray]:
+    """A link at 100 Mbit/s with 15 % noise: the models predict the level (after their
+    60-sample warm-up), which hits about 80 % of the time, the median of five about
+    75 %, the last value 65 %; for the first 300 samples the models may be off."""
+    rng = np.random.default_rng(1)
+    actual = 100 * np.exp(rng.normal(0, 0.15, 900))
+    recent = np.lib.stride_tricks.sliding_window_view(np.r_[np.full(4, np.nan), actual], 5)
+    median = _median_of_present(recent)
+    models = np.where(np.arange(900) < 300, models_level_first_300, 100.0)
+    models[:60] = np.nan
+    return actual, np.column_stack([models, actual, median])
+
+
+def test_the_shipped_gate_keeps_the_models_where_they_hit_most() -> None:
+    gate = load_manifest(DEFAULT_MODELS_DIR).adaptation_gate
+    assert gate is not None
+    _, _, _, chosen = walk(*noisy_link(100.0), confidence=0.7, gate=gate)
+    assert (chosen[60:] == MODELS).mean() > 0.85
+
+
+def test_the_shipped_gate_moves_where_the_models_keep_missing_and_back() -> None:
+    """The models 40 % high for the first 300 samples (a level they misjudge on this
+    link): the gate publishes the median of five, which hits most, until the models
+    are right again, and then the models."""
+    gate = load_manifest(DEFAULT_MODELS_DIR).adaptation_gate
+    assert gate is not None
+    _, _, _, chosen = walk(*noisy_link(140.0), confidence=0.7, gate=gate)
+    assert (chosen[60:300] == MODELS).mean() < 0.15
+    assert (chosen[60:300] == 2).mean() > 0.8
+    assert (chosen[400:] == MODELS).mean() > 0.9
+
+
 @pytest.mark.parametrize("kind", ["steady", "noisy", "on-off", "drifting", "heavy-tailed"])
 def test_the_reserve_covers_90_percent_on_every_kind_of_link(kind: str) -> None:
     """Adaptive conformal inference: whatever the link does, and however wrong the
@@ -113,12 +141,12 @@ def test_the_confidence_starts_from_the_models_and_follows_the_links_own_hits() 
 
 
 def test_the_same_window_predicted_again_learns_nothing() -> None:
-    state = fresh(1)
+    state = fresh_state(1)
     experts = np.array([[120.0, 100.0, 100.0]], np.float32)
     _, once = adapt(learn(state, np.array([100.0]), np.array([1.0]), RULES), experts, np.array([0.9]),
                     np.array([0.5]), np.array([1.0]), RULES)
     again = learn(once, np.array([100.0]), np.array([1.0]), RULES)  # no new sample: ts 1.0 again
-    for name in ("scores", "offset", "hit_rate"):
+    for name in ("scores", "fast_scores", "samples", "offset", "hit_rate"):
         np.testing.assert_array_equal(getattr(again, name), getattr(once, name))
     later = learn(once, np.array([100.0]), np.array([2.0]), RULES)
     assert not np.array_equal(later.scores, once.scores)
@@ -126,7 +154,7 @@ def test_the_same_window_predicted_again_learns_nothing() -> None:
 
 def test_the_state_survives_its_header_bit_for_bit() -> None:
     rng = np.random.default_rng(3)
-    state = fresh(4)
+    state = fresh_state(4)
     for t in range(50):
         experts = rng.uniform(50, 150, (4, N_EXPERTS)).astype(np.float32)
         state = learn(state, rng.uniform(50, 150, 4), np.full(4, float(t)), RULES)
@@ -134,6 +162,7 @@ def test_the_state_survives_its_header_bit_for_bit() -> None:
                          RULES)
     back = decode_adaptation(encode_adaptation(state))
     assert back is not None
-    for name in ("scores", "pending", "choice", "offset", "pending_reserve", "hit_rate", "pending_ts"):
+    for field in dataclasses.fields(AdaptationState):
+        name = field.name
         np.testing.assert_array_equal(getattr(back, name), getattr(state, name), err_msg=name)
     assert decode_adaptation([b"not a state"]) is None

@@ -21,3 +21,4 @@ def test_shipped_models_are_a_few_megabytes_and_named_for_their_mode() -> None:
         for path, _ in spec.variants.values():
             assert "int8" in path.name and mode in path.name
     assert manifest.fallback_calibration is not None
+    assert manifest.adaptation_gate is not None  # fitted with the models (training/gate.py)

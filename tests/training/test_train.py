@@ -124,6 +124,7 @@ def test_calibration_is_fitted_on_every_row_the_model_serves_on_the_given_traces
             assert abs(decile["hit_rate"] - decile["mean_confidence"]) < 0.05, decile
 
 
+@pytest.mark.timeout(600)  # three replays of the small pack through the gated adaptation
 def test_the_adapted_output_is_calibrated_on_every_row_it_publishes(small_pack: Path) -> None:
     """The confidence of what a link publishes after its adaptation: fitted on the
     adaptation's blend over every row of the replay, in-sample within 5 points per
