@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sample by sample as one link through the service's window and predictor code, "
         "batched across traces. After sample i it writes the prediction for sample i+1, made "
         "from samples 0..i only. Columns: trace,t_s,actual_mbps,predicted_mbps,confidence,"
-        "mode (mode is 'fallback' where the heuristic served, e.g. while a window fills).",
+        "mode (mode is 'fallback' where the heuristic served, e.g. for a link's first nine samples).",
     )
     backtest.add_argument("traces", nargs="+", metavar="TRACE.csv", help="trace files")
     backtest.add_argument("--out", required=True, type=Path, metavar="OUT.csv", help="output CSV")

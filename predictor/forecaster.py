@@ -1,7 +1,9 @@
 """Batched prediction: raw windows of many links in, predictions for all of them out.
 
-One ONNX call per model per batch. Rows the models cannot serve (window not yet full,
-model unavailable) get the fallback: the last value, with a confidence calibrated from
+One ONNX call per model per batch. A model serves a link from its MODEL_MIN_SAMPLES-th
+sample on, on a window its history is repeated to fill until it is full
+(features.repeat_history). Rows the models cannot serve (too few samples, model
+unavailable) get the fallback: the last value, with a confidence calibrated from
 the window's recent spread, marked source "fallback". A hybrid row combines both models
 by their confidence. Never a time budget: the same window must give the same prediction
 after a restart (docs/RELIABILITY.md).
@@ -18,9 +20,9 @@ import numpy.typing as npt
 
 from predictor.baselines import last_value
 from predictor.confidence import Calibration, coefficient_of_variation
-from predictor.features import BANDWIDTH, build_features, from_log_ratio
+from predictor.features import BANDWIDTH, build_features, from_log_ratio, repeat_history
 from predictor.gate import Gate
-from predictor.modes import DATACENTER, HYBRID, INTERNET, MODE_NAMES, WINDOW_STEPS
+from predictor.modes import DATACENTER, HYBRID, INTERNET, MODE_NAMES, MODEL_MIN_SAMPLES, WINDOW_STEPS
 from predictor.runtime import ModelSet, OnnxModel
 
 MODEL, FALLBACK = 0, 1
@@ -85,7 +87,8 @@ class Forecaster:
     ) -> BatchResult:
         """raw: (n, T, 6) windows oldest first; counts: samples seen; modes: per-row mode.
 
-        A row is served by a model whenever one is loaded and its window is full, never
+        A row is served by a model whenever one is loaded and its link has MODEL_MIN_SAMPLES
+        samples (a window not yet full is filled by repeating them), never
         by a time budget: a re-prediction after a restart must repeat the first one
         (deterministic prediction ids, docs/RELIABILITY.md). use_models=False serves
         every row with the fallback: the baseline predictor (predictor/rollout.py).
@@ -100,11 +103,11 @@ class Forecaster:
             steps = WINDOW_STEPS[mode]
             if model is None or raw.shape[1] < steps:
                 continue
-            rows = np.flatnonzero(((modes == mode) | (modes == HYBRID)) & (counts >= steps))
+            rows = np.flatnonzero(((modes == mode) | (modes == HYBRID)) & (counts >= MODEL_MIN_SAMPLES))
             if rows.size == 0:
                 continue
             started = time.perf_counter()
-            outputs[mode] = self._run(model, raw[rows], rows, steps)
+            outputs[mode] = self._run(model, repeat_history(raw[rows, -steps:], counts[rows]), rows, steps)
             spent[name] = time.perf_counter() - started
 
         for out in outputs.values():

@@ -24,6 +24,10 @@ MODE_CODES = {name: code for code, name in enumerate(MODE_NAMES)}
 #: model's window against it, training builds the models for it)
 WINDOW_STEPS = {DATACENTER: 30, INTERNET: 60}
 WINDOW_STEPS_BY_NAME = {MODE_NAMES[code]: steps for code, steps in WINDOW_STEPS.items()}
+#: Samples a link needs before a model serves it: a shorter history than the window is
+#: repeated back in time to fill it (features.repeat_history). Below ten the filled
+#: window's model hit less often than the last value on the validation groups.
+MODEL_MIN_SAMPLES = 10
 #: Per-prediction latency budget of each mode, seconds (hybrid: the larger).
 BUDGET_S = {DATACENTER: 0.100, INTERNET: 0.150, HYBRID: 0.150}
 DETECTOR_SAMPLES = 10

@@ -2,8 +2,8 @@
 names are spelt.
 
 The flags, the metric labels (`predictor="v3"`) and the per-link state use the original
-system's words: "v3" for the models (the LSTMs, and the fallback while a link's window
-fills) and "v1" for the baseline (the last value with the fallback's calibrated
+system's words: "v3" for the models (the LSTMs, and the fallback for a link's first
+samples) and "v1" for the baseline (the last value with the fallback's calibrated
 confidence, for every row). The code says MODELS and BASELINE.
 
 A prediction says which one made it in `model_version`: the baseline's always read

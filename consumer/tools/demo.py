@@ -84,7 +84,7 @@ async def _demo(bootstrap: str, children: list[subprocess.Popen[bytes]]) -> None
         print(f"simulator: 12 synthetic links + 6 real traces from {traces}", flush=True)
     else:
         print("simulator: 12 synthetic links (no ../shared/traces here)", flush=True)
-    print("predictions (the fallback serves while a link's window fills, then the models):\n",
+    print("predictions (the fallback serves a link's first nine samples, then the models):\n",
           flush=True)
     if sys.stdout.isatty():
         await _live(bootstrap, port, stop)

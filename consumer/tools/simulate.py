@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from predictor.modes import DATACENTER, INTERNET, WINDOW_STEPS
+from predictor.modes import MODEL_MIN_SAMPLES
 from training.generators import realistic
 from training.traces import Trace, load_traces, read_trace
 
@@ -65,16 +65,14 @@ class SimulationPlan:
 
 def window_note(plan: SimulationPlan) -> str | None:
     """What a newcomer should know when the run is too short for the models: a link is
-    served by its model from its window's last sample on, by the fallback before."""
+    served by the fallback until its MODEL_MIN_SAMPLES-th sample, by its model from then on."""
     per_link = plan.total_events // plan.links
-    longest = max(WINDOW_STEPS.values())
-    if per_link >= longest:
+    if per_link >= MODEL_MIN_SAMPLES:
         return None
-    needed = math.ceil(longest * plan.links / plan.rate)
+    needed = math.ceil(MODEL_MIN_SAMPLES * plan.links / plan.rate)
     return (f"note: each link gets {per_link} samples in this run, and the models serve a link from "
-            f"its {WINDOW_STEPS[DATACENTER]}th (datacenter) or {WINDOW_STEPS[INTERNET]}th (internet) "
-            f"sample on; until then the fallback does. --duration {needed} (or a higher --rate, or "
-            "fewer --links) lets every link reach its model.")
+            f"its {MODEL_MIN_SAMPLES}th sample on; until then the fallback does. --duration {needed} "
+            "(or a higher --rate, or fewer --links) lets every link reach its model.")
 
 
 def link_series(plan: SimulationPlan) -> list[tuple[str, Trace]]:

@@ -35,6 +35,8 @@ from kafka_support import (
 )
 from metrics_support import sample
 
+from predictor.modes import MODEL_MIN_SAMPLES
+
 pytestmark = pytest.mark.integration
 
 BAD = [
@@ -70,7 +72,8 @@ async def test_one_schema_valid_prediction_per_valid_event_and_bad_ones_dead_let
         prediction_schema.validate(p)
         assert record.key == p["link_id"].encode()
     for link, series in by_link(preds).items():
-        assert [p["source"] for p in series] == ["fallback"] * 59 + ["model"] * (per_link - 59), link
+        first = MODEL_MIN_SAMPLES - 1  # the fallback serves a link's first nine samples
+        assert [p["source"] for p in series] == ["fallback"] * first + ["model"] * (per_link - first), link
         assert all(p["mode"] == "internet" for p in series)
 
     assert sorted(r.value for r in dead) == sorted(value for _, value in BAD)
@@ -147,7 +150,7 @@ async def test_compressed_input_is_predicted_and_outputs_are_compressed_when_ask
     dead = await read(kafka_bootstrap, topics.dlq, 1)
     assert sorted((p["link_id"], p["ts"]) for p in predictions(out)) == sorted(
         (orjson.loads(v)["link_id"], orjson.loads(v)["ts"]) for _, v in good)
-    assert [p["source"] for p in predictions(out)].count("model") == 3 * (65 - 59)
+    assert [p["source"] for p in predictions(out)].count("model") == 3 * (65 - (MODEL_MIN_SAMPLES - 1))
     assert [r.value for r in dead] == [BAD[0][1]]
     assert seen and set(seen) == {CODECS[codec]}
 

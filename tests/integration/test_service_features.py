@@ -179,7 +179,9 @@ async def test_health_readiness_and_metrics_are_served(kafka_bootstrap: str, top
         assert status == 200 and body.startswith("ready")
         status, metrics = _get(base + "/metrics")
         assert status == 200
-        assert 'pba_predictions_total{mode="internet",source="fallback"} 20.0' in metrics
+        # ten samples a link: the fallback serves the first nine, the model the tenth
+        assert 'pba_predictions_total{mode="internet",source="fallback"} 18.0' in metrics
+        assert 'pba_predictions_total{mode="internet",source="model"} 2.0' in metrics
         assert 'pba_events_invalid_total{reason="invalid_json"} 1.0' in metrics
         assert "pba_end_to_end_seconds_bucket" in metrics
         assert "pba_consumer_lag" in metrics

@@ -18,6 +18,7 @@ from predictor.features import (
     THROUGHPUT,
     build_features,
     from_log_ratio,
+    repeat_history,
     to_log_ratio,
 )
 
@@ -132,3 +133,32 @@ def test_targets_and_outputs_share_one_range_beyond_which_nothing_is_published()
 def test_too_short_a_window_is_refused(rng: np.random.Generator) -> None:
     with pytest.raises(ValueError, match="needs 60"):
         build_features(raw_window(rng, steps=30), 60)
+
+
+def test_a_short_history_is_repeated_back_in_time_to_fill_the_window(rng: np.random.Generator) -> None:
+    raw = raw_window(rng, n=3, steps=10)
+    raw[0, :6] = np.nan  # 4 samples seen
+    raw[0, 6, DT] = np.nan  # the link's first sample: its step unknown
+    raw[1, :3] = np.nan  # 7 samples seen
+    counts = np.array([4, 7, 25])  # the third link's window is full
+    filled = repeat_history(raw, counts)
+    assert not np.isnan(filled[:, :, BANDWIDTH]).any()
+    own = raw[0, 6:, BANDWIDTH]
+    np.testing.assert_array_equal(filled[0, :, BANDWIDTH], np.concatenate([own[2:], own, own]))
+    np.testing.assert_array_equal(filled[1, 3:], raw[1, 3:])  # its own samples where they were
+    np.testing.assert_array_equal(filled[1, :3], raw[1, 7:10])  # the newest ones before them
+    np.testing.assert_array_equal(filled[2], raw[2])
+    assert np.isnan(raw[0, :6]).all()  # the caller's windows are left as they were
+
+
+def test_the_seam_of_a_repeated_history_reads_as_a_regular_step(rng: np.random.Generator) -> None:
+    raw = raw_window(rng, n=1, steps=12)
+    raw[0, :8] = np.nan
+    raw[0, 8, DT] = np.nan  # four samples, the first one's step unknown
+    features, _ = build_features(repeat_history(raw, np.array([4])), 12)
+    np.testing.assert_array_equal(features[0, :, col("gap_log")], 0.0)
+
+
+def test_full_windows_come_back_untouched(rng: np.random.Generator) -> None:
+    raw = raw_window(rng)
+    assert repeat_history(raw, np.array([60, 61, 500, 60])) is raw

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from predictor.api import BandwidthPredictor
-from predictor.forecaster import FALLBACK_VERSION
+from predictor.features import BANDWIDTH, DT
+from predictor.forecaster import FALLBACK_VERSION, MODEL, Forecaster
+from predictor.modes import INTERNET, MODEL_MIN_SAMPLES
+from predictor.runtime import load_models
 from training.backtest import replay_traces
 from training.traces import Trace
 
@@ -65,7 +68,7 @@ def test_changing_the_future_changes_no_earlier_prediction(
 
 
 @pytest.mark.parametrize(("mode", "window"), [("internet", 60), ("datacenter", 30)])
-def test_fallback_serves_until_the_window_is_full_then_the_model(
+def test_fallback_serves_a_new_link_until_its_tenth_sample_then_the_model(
     tiny_models: Path, mode: str, window: int, rng: np.random.Generator
 ) -> None:
     bp = BandwidthPredictor.load(tiny_models, mode=mode)
@@ -76,7 +79,33 @@ def test_fallback_serves_until_the_window_is_full_then_the_model(
         sources.append(prediction.source)
         if prediction.source == "fallback":
             assert prediction.model_version == FALLBACK_VERSION
-    assert sources == ["fallback"] * (window - 1) + ["model"] * 6
+    assert sources == ["fallback"] * (MODEL_MIN_SAMPLES - 1) + ["model"] * (window + 6 - MODEL_MIN_SAMPLES)
+
+
+def test_a_short_history_is_forecast_as_if_it_had_repeated_all_along(
+    tiny_models: Path, rng: np.random.Generator
+) -> None:
+    """A link with 10..59 samples gets the model's forecast of a full window made of its
+    own samples repeated back in time, the same as a link that really sent them."""
+    own = 17
+    short = np.full((1, 60, 6), np.nan, dtype=np.float32)
+    short[0, -own:, BANDWIDTH] = series(rng, own, 40)
+    short[0, -own:, DT] = 1.0
+    short[0, -own, DT] = np.nan  # its first sample
+    repeated = short.copy()
+    repeated[0, :, :] = np.concatenate([short[0, -own:]] * 4)[-60:]
+    repeated[0, :, DT] = 1.0
+    forecaster = Forecaster(load_models(tiny_models, ("internet",)))
+    modes = np.array([INTERNET], dtype=np.int8)
+    got = forecaster.predict(short, np.array([own]), modes)
+    full = forecaster.predict(repeated, np.array([600]), modes)
+    assert got.source[0] == full.source[0] == MODEL
+    assert got.predicted_mbps[0] == pytest.approx(full.predicted_mbps[0], rel=1e-6)
+    assert got.reserve_mbps[0] == pytest.approx(full.reserve_mbps[0], rel=1e-6)
+    assert got.confidence[0] == pytest.approx(full.confidence[0], abs=1e-6)
+    fewer = short.copy()
+    fewer[0, :-(MODEL_MIN_SAMPLES - 1)] = np.nan
+    assert forecaster.predict(fewer, np.array([MODEL_MIN_SAMPLES - 1]), modes).source[0] != MODEL
 
 
 def test_hybrid_blends_both_models_by_confidence(
