@@ -91,7 +91,7 @@ def adaptation_cost(models_dir: Path | None, regime: str = "internet", links: in
                     repeats: int = 30, settings: SessionSettings = SessionSettings()) -> tuple[float, float]:
     """Microseconds per event of a forecast with and without the per-link adaptation:
     the same forecaster on the same full windows of `regime`-like links (auto mode), in
-    one process, interleaved (`pba bench` and the model card)."""
+    one process, interleaved, in alternating order (`pba bench` and the model card)."""
     forecaster = Forecaster(load_models(models_dir, ("datacenter", "internet"), settings))
     series = synthetic_set("realistic", regime, links, 80, seed=3)
     predictors = [LinkPredictor(forecaster, "auto"), LinkPredictor(forecaster, "auto", adaptation=None)]
@@ -102,8 +102,11 @@ def adaptation_cost(models_dir: Path | None, regime: str = "internet", links: in
             lp.observe_slots(slots, np.array([t.t_s[i] for t in series]),
                              np.stack([t.values[i] for t in series]))
     times: list[list[float]] = [[], []]
-    for _ in range(repeats):
-        for which, lp in enumerate(predictors):
+    for repeat in range(repeats):
+        # each goes first every other time: on two cores, whichever ran second waited on
+        # the model's lane threads longer, by up to 80 us an event either way
+        for which in (0, 1) if repeat % 2 == 0 else (1, 0):
+            lp = predictors[which]
             slots = lp.store.slots(ids)
             started = time.perf_counter()
             lp.forecast(slots)
@@ -307,11 +310,14 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
                      f"{100 * (rate - mean):+.1f} |")
     lines += [""]
 
-    with_it, without = adaptation_cost(models_dir)
+    # one inference lane: two lanes' thread hand-offs on two cores moved each forecast by
+    # tens of us from one run to the next, more than the adaptation costs
+    with_it, without = adaptation_cost(models_dir, repeats=100, settings=SessionSettings(intra_op_threads=1))
     machine = cpu_description()
     lines += ["## The adaptation's cost", "",
-              f"A forecast of 256 internet-like links (auto mode, windows full), median of 30 on this "
-              f"machine ({machine}): {without:.1f} us per event without the per-link adaptation, "
+              f"A forecast of 256 internet-like links (auto mode, windows full, one inference thread), "
+              f"median of 100 on this machine ({machine}): {without:.1f} us per event without the "
+              "per-link adaptation, "
               f"{with_it:.1f} us with it ({with_it - without:+.1f} us). `pba bench` measures what it "
               "costs end to end (docs/BENCHMARKS.md).", ""]
     lines += ["## int8 against float", ""]
