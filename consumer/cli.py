@@ -13,7 +13,7 @@ from typing import Any
 
 from predictor.link_predictor import MODES
 from predictor.manifest import FLOAT, PRECISIONS
-from predictor.modes import WINDOW_STEPS_BY_NAME
+from predictor.modes import MODEL_MIN_SAMPLES, WINDOW_STEPS_BY_NAME
 from schemas import DEAD_LETTERS_TOPIC, METRICS_TOPIC, PREDICTIONS_TOPIC
 
 Handler = Callable[[argparse.Namespace], int]
@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sample by sample as one link through the service's window and predictor code, "
         "batched across traces. After sample i it writes the prediction for sample i+1, made "
         "from samples 0..i only. Columns: trace,t_s,actual_mbps,predicted_mbps,confidence,"
-        "mode (mode is 'fallback' where the heuristic served, e.g. for a link's first nine samples).",
+        "mode (mode is 'fallback' where the heuristic served, e.g. for a link's first "
+        f"{MODEL_MIN_SAMPLES - 1} samples).",
     )
     backtest.add_argument("traces", nargs="+", metavar="TRACE.csv", help="trace files")
     backtest.add_argument("--out", required=True, type=Path, metavar="OUT.csv", help="output CSV")

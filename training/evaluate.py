@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from predictor.features import build_features, from_log_ratio
 from predictor.forecaster import Forecaster
 from predictor.link_predictor import LinkPredictor
 from predictor.manifest import DEFAULT_MODELS_DIR, FLOAT, INT8, PRECISIONS, load_manifest
+from predictor.modes import MODEL_MIN_SAMPLES
 from predictor.runtime import OnnxModel, SessionSettings, cpu_description, load_models
 from training.backtest import _LABELS, replay_traces
 from training.calibrate import CALIBRATION_BINS
@@ -88,11 +89,16 @@ def evaluate(traces: Sequence[Trace], predictor: BandwidthPredictor) -> Evaluati
 
 
 def adaptation_cost(models_dir: Path | None, regime: str = "internet", links: int = 256,
-                    repeats: int = 30, settings: SessionSettings = SessionSettings()) -> tuple[float, float]:
+                    repeats: int = 100, settings: SessionSettings = SessionSettings()) -> tuple[float, float]:
     """Microseconds per event of a forecast with and without the per-link adaptation:
     the same forecaster on the same full windows of `regime`-like links (auto mode), in
-    one process, interleaved, in alternating order (`pba bench` and the model card)."""
-    forecaster = Forecaster(load_models(models_dir, ("datacenter", "internet"), settings))
+    one process, interleaved, in alternating order (`pba bench` and the model card).
+
+    On one inference lane whatever `settings` says: the adaptation's cost does not depend
+    on the lanes, and two lanes' thread hand-offs on two cores moved each forecast by tens
+    of us from one run to the next, more than the adaptation costs."""
+    one_lane = replace(settings, intra_op_threads=1)
+    forecaster = Forecaster(load_models(models_dir, ("datacenter", "internet"), one_lane))
     series = synthetic_set("realistic", regime, links, 80, seed=3)
     predictors = [LinkPredictor(forecaster, "auto"), LinkPredictor(forecaster, "auto", adaptation=None)]
     ids = [f"link-{j}" for j in range(links)]
@@ -200,9 +206,10 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
         "Regenerate with `make model-card` (`python -m training.evaluate`). All figures are",
         "walk-forward: the prediction made after sample i, from samples 0..i only, scored",
         "against sample i+1, through the service's own link predictor (`training.backtest.replay_traces`);",
-        "warm-up rows count too (the fallback serves a link's first nine samples, the models from",
-        "the tenth on, on a window its history is repeated to fill). Baselines are scored on the same",
-        "rows. Hit = |predicted - actual| < 20 % (10 %) of actual; WMAPE = sum |error| / sum actual.",
+        f"warm-up rows count too (the fallback serves a link's first {MODEL_MIN_SAMPLES - 1} samples, the",
+        "models from the next on, on a window its history is repeated to fill). Baselines are scored",
+        "on the same rows. Hit = |predicted - actual| < 20 % (10 %) of actual;",
+        "WMAPE = sum |error| / sum actual.",
         f"Models served in their {precision} variant (`pba run --precision {precision}`).",
         "",
         "## Models",
@@ -310,9 +317,7 @@ def model_card(traces_location: Path, models_dir: Path, out: Path, log: Callable
                      f"{100 * (rate - mean):+.1f} |")
     lines += [""]
 
-    # one inference lane: two lanes' thread hand-offs on two cores moved each forecast by
-    # tens of us from one run to the next, more than the adaptation costs
-    with_it, without = adaptation_cost(models_dir, repeats=100, settings=SessionSettings(intra_op_threads=1))
+    with_it, without = adaptation_cost(models_dir)
     machine = cpu_description()
     lines += ["## The adaptation's cost", "",
               f"A forecast of 256 internet-like links (auto mode, windows full, one inference thread), "

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumer.tools.broker import EmbeddedBroker, die_with_parent, free_port, stop_processes
 from consumer.tools.tail import tail
 from consumer.topics import ensure_topics
+from predictor.modes import MODEL_MIN_SAMPLES
 from schemas import DEAD_LETTERS_TOPIC, METRICS_TOPIC, PREDICTIONS_TOPIC
 from training.traces import default_traces_dir
 
@@ -84,7 +85,8 @@ async def _demo(bootstrap: str, children: list[subprocess.Popen[bytes]]) -> None
         print(f"simulator: 12 synthetic links + 6 real traces from {traces}", flush=True)
     else:
         print("simulator: 12 synthetic links (no ../shared/traces here)", flush=True)
-    print("predictions (the fallback serves a link's first nine samples, then the models):\n",
+    print(f"predictions (the fallback serves a link's first {MODEL_MIN_SAMPLES - 1} samples, then the "
+          "models):\n",
           flush=True)
     if sys.stdout.isatty():
         await _live(bootstrap, port, stop)

@@ -9,7 +9,7 @@ The parts run one after another, on the same machine:
   naive       the full service path with one call per event (batch 1)
   ingest      decode + window update per event, no inference
   adaptation  a forecast of 256 links' full windows with and without the per-link
-              adaptation (us per event, interleaved)
+              adaptation (us per event, interleaved, on one inference lane)
   memory      bytes per tracked link with many links
   end_to_end  events pre-loaded in the embedded broker, consumed by `pba run` as M members x
               T threads (every shape that uses the cores; --threads fixes one member);
